@@ -1,0 +1,32 @@
+"""Classical upscaling in Y'CbCr with FFmpeg's swscale: the baseline the network must beat.
+
+The planes are resized as they are (no colour conversion), each quantised once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .colour import planes_to_rgb
+from .io.frames import Picture, frame_from_planes, picture_from_frame
+
+Method = Literal["LANCZOS", "BICUBIC", "BILINEAR", "POINT"]
+
+
+def upscale_picture(picture: Picture, scale: int = 2, method: Method = "LANCZOS") -> Picture:
+    """Resize every plane of ``picture`` by ``scale`` with swscale's ``method``."""
+    frame = frame_from_planes(picture.y, picture.u, picture.v, picture.spec, picture.tags)
+    out = frame.reformat(width=picture.width * scale, height=picture.height * scale, interpolation=method)
+    resized = picture_from_frame(out)
+    return replace(picture, y=resized.y, u=resized.u, v=resized.v)
+
+
+def picture_to_rgb8(picture: Picture) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB for looking at (float conversion with the stream's matrix)."""
+    t = lambda p: torch.from_numpy(p.astype(np.float32)).view(1, 1, *p.shape)  # noqa: E731
+    rgb = planes_to_rgb(t(picture.y), t(picture.u), t(picture.v), picture.spec)
+    return (rgb[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()

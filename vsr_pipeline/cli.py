@@ -1,0 +1,237 @@
+"""Command line: ``vsr upscale``, ``vsr demo``, ``vsr info``, ``vsr data prepare``, ``vsr train``, ``vsr eval``.
+
+Every problem the user can act on ends as one ``error: ...`` line on stderr and exit status 2;
+Ctrl-C ends with status 130 and no partial output. ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import VsrError
+
+_UPSCALE_EPILOG = """\
+examples:
+  vsr upscale in.mp4 out.mp4                      x2 with the default model, H.264 CRF 18
+  vsr upscale in.mkv out.mkv --codec libx265 --crf 20
+  vsr upscale in.mp4 out.mp4 --codec libx264 --crf 0   lossless output (for quality checks)
+  vsr upscale in.mp4 out.mp4 --metrics-port 9108  Prometheus metrics at 127.0.0.1:9108/metrics
+  vsr upscale                                     no INPUT: same as 'vsr demo'
+
+Audio and subtitle streams are copied without re-encoding; timestamps, frame count and colour
+tags are kept. The output is written under a temporary name and renamed when complete.
+INPUT and OUTPUT may also be URLs that FFmpeg opens (live protocols are the subject of a later
+release).
+"""
+
+
+def _add_upscale_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", type=int, default=2, help="upscaling factor (only 2)")
+    p.add_argument("--codec", default="libx264", help="video encoder: libx264 (default), libx265, h264_nvenc/hevc_nvenc where FFmpeg and the GPU have NVENC")
+    p.add_argument("--crf", type=int, default=18, help="constant quality (x264/x265 crf, NVENC cq); 0 with libx264 is lossless (default 18)")
+    p.add_argument("--preset", default=None, help="encoder preset (e.g. medium, fast, p4 for NVENC)")
+    p.add_argument("--format", dest="container", default=None, metavar="FMT", help="output container (FFmpeg muxer name, e.g. mp4, matroska, mpegts); default: from OUTPUT's extension")
+    p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "torch", "onnxruntime"), help="inference backend; auto picks the fastest available and says which (default)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the network runs (default: cuda if available)")
+    p.add_argument("--window", type=int, default=None, metavar="T", help="temporal window, odd (default: the model's, 3)")
+    p.add_argument("--weights", type=Path, default=None, help="model weights (.safetensors); default: engines/vsrnet_x2.safetensors")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
+    p.add_argument("--queue", type=int, default=8, metavar="N", help="frames buffered between stages (default 8)")
+    p.add_argument("--no-scene-cuts", action="store_true", help="do not detect scene cuts (windows may then mix shots)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="P", help="serve Prometheus metrics on this port (0: any free port)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address for the metrics server (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--metrics-linger", type=float, default=0.0, metavar="S", help="keep serving metrics S seconds after the end, so a last scrape sees the final counts")
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar (auto: when stderr is a terminal)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vsr", description="Streaming x2 video super-resolution: decode -> sliding-window video SR -> encode, with Prometheus metrics.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    up = sub.add_parser("upscale", help="upscale a video x2", description="Upscale a video x2 with the video SR network.", epilog=_UPSCALE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    up.add_argument("input", nargs="?", help="input video (path or URL); omit to run the demo")
+    up.add_argument("output", nargs="?", help="output video (path or URL)")
+    _add_upscale_options(up)
+
+    demo = sub.add_parser("demo", help="upscale the bundled sample clip and write a side-by-side PNG")
+    demo.add_argument("--out", type=Path, default=Path("vsr-demo"), help="output folder (default ./vsr-demo)")
+    _add_upscale_options(demo)
+
+    info = sub.add_parser("info", help="model, cost per frame, backends and encoders available")
+    info.add_argument("--weights", type=Path, default=None)
+    info.add_argument("--window", type=int, default=None)
+
+    data = sub.add_parser("data", help="training data")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    prep = data_sub.add_parser("prepare", help="build training/validation/hold-out data from Debian packages (needs apt-get)")
+    prep.add_argument("--out", type=Path, default=Path("data/vsr"))
+    prep.add_argument("--cache", type=Path, default=Path("data/cache"), help="where packages are downloaded and unpacked")
+    prep.add_argument("--clips-per-photo", type=int, default=64)
+    prep.add_argument("--compress-prob", type=float, default=0.0, help="fraction of LR clips sent through a real H.264/HEVC round trip")
+    prep.add_argument("--seed", type=int, default=0)
+
+    train = sub.add_parser("train", help="train the video SR network")
+    train.add_argument("--config", type=Path, default=None, help="JSON training config (fields of TrainConfig)")
+    train.add_argument("--data", type=Path, default=None)
+    train.add_argument("--run", type=Path, default=None, help="run folder (checkpoint, log, plot); an existing one is resumed")
+    train.add_argument("--steps", type=int, default=None)
+    train.add_argument("--output", type=Path, default=None, help="where the final weights go")
+    train.add_argument("--threads", type=int, default=None)
+
+    ev = sub.add_parser("eval", help="Y-PSNR/SSIM of the network vs Lanczos and bicubic on the hold-out footage")
+    ev.add_argument("--data", type=Path, default=Path("data/vsr"))
+    ev.add_argument("--weights", type=Path, default=None)
+    ev.add_argument("--window", type=int, default=None)
+    ev.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
+    ev.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for the table and PNG crops")
+    return parser
+
+
+def _upscale_config(args: argparse.Namespace, input_: str, output: str):
+    from .io.sink import EncoderSettings
+    from .pipeline import UpscaleConfig
+
+    return UpscaleConfig(
+        input=input_,
+        output=output,
+        scale=args.scale,
+        encoder=EncoderSettings(codec=args.codec, crf=args.crf, preset=args.preset, container=args.container),
+        backend=args.backend,
+        device=args.device,
+        window=args.window,
+        weights=args.weights,
+        queue_size=args.queue,
+        threads=args.threads,
+        scene_cuts=not args.no_scene_cuts,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        metrics_linger=args.metrics_linger,
+    )
+
+
+def _progress(args) -> bool | None:
+    return {"auto": None, "on": True, "off": False}[args.progress]
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_upscale(args) -> int:
+    from .pipeline import run_upscale
+
+    if args.input is None:
+        args.out = Path("vsr-demo")
+        return cmd_demo(args)
+    if args.output is None:
+        raise VsrError("missing OUTPUT: vsr upscale INPUT OUTPUT (or no arguments for the demo)")
+    summary = run_upscale(_upscale_config(args, args.input, args.output), log=_log, progress=_progress(args))
+    print(summary.line())
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import sample_clip, side_by_side
+    from .pipeline import run_upscale
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    clip = sample_clip()
+    target = out / "sample_x2.mp4"
+    summary = run_upscale(_upscale_config(args, str(clip), str(target)), log=_log, progress=_progress(args))
+    print(summary.line())
+    png = side_by_side(str(clip), str(target), out / "side_by_side.png")
+    print(f"side-by-side (input, Lanczos, ours): {png}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import av
+    import torch
+
+    from .engines.select import resolve
+    from .models.macs import count_macs
+    from .models.weights import default_weights_path, load_network, read_metadata
+
+    path = args.weights or default_weights_path()
+    net = load_network(path)
+    window = args.window or net.config.window
+    params = sum(p.numel() for p in net.parameters())
+    print(f"weights: {path}")
+    print(f"model: VSRNet {net.config.to_dict()}, {params / 1e3:.1f} k parameters")
+    meta = read_metadata(path)
+    if "trained_steps" in meta:
+        print(f"trained: {meta['trained_steps']} steps on {meta.get('data', '?')}")
+    for name, (h, w) in {"720p": (720, 1280), "1080p": (1080, 1920), "2160p": (2160, 3840)}.items():
+        macs = count_macs(net, h, w, window)
+        print(f"cost per {name} input frame, window {window}: {macs / 1e12:.3f} TMAC ({macs / (h * w) / 1e3:.1f} kMAC per input pixel)")
+    backend, device, reason = resolve("auto", "auto")
+    print(f"backend auto: {backend} on {device} ({reason}); torch {torch.__version__}, CUDA {'yes' if torch.cuda.is_available() else 'no'}")
+    encoders = [c for c in ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1") if c in av.codecs_available]
+    print(f"encoders: {', '.join(encoders)}; PyAV {av.__version__}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .train.prepare import PrepareConfig, prepare
+
+    if args.data_command != "prepare":
+        raise VsrError("usage: vsr data prepare [--out DIR]")
+    cfg = PrepareConfig(clips_per_photo=args.clips_per_photo, compress_prob=args.compress_prob, seed=args.seed)
+    manifest = prepare(args.out, args.cache, cfg)
+    print(f"prepared {manifest['counts']} in {args.out} (manifest: {args.out / 'manifest.json'})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import dataclasses
+
+    from .train.trainer import TrainConfig, train
+
+    cfg = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    overrides = {k: getattr(args, k) for k in ("data", "run", "steps", "output", "threads") if getattr(args, k) is not None}
+    cfg = dataclasses.replace(cfg, **overrides)
+    if not (cfg.data / "train.npz").is_file():
+        raise VsrError(f"no training data in {cfg.data}: run 'vsr data prepare --out {cfg.data}' first")
+    result = train(cfg, log=_log)
+    print(f"trained {cfg.steps} steps; weights {cfg.output}; last validation {result}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .train.evaluate import EvalConfig, evaluate
+
+    report = evaluate(EvalConfig(data=args.data, weights=args.weights, window=args.window, frames=args.frames, out=args.out), log=_log)
+    print(report)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = {"upscale": cmd_upscale, "demo": cmd_demo, "info": cmd_info, "data": cmd_data, "train": cmd_train, "eval": cmd_eval}
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return commands[args.command](args)
+    except VsrError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no output written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: one line, unless --debug
+        if args.debug:
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Inference backends (one interface: :class:`~.base.Backend`) and ONNX/TensorRT export."""

@@ -1,0 +1,47 @@
+"""The one interface every inference backend implements.
+
+A backend runs the two halves of :class:`~vsr_pipeline.models.vsrnet.VSRNet`: per-frame
+:meth:`Backend.encode` and per-window :meth:`Backend.reconstruct`. Tensors cross the interface as
+CPU or device ``torch.Tensor`` objects; shapes are those of the network (see its docstring).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal
+
+import torch
+
+BackendName = Literal["auto", "tensorrt", "torch", "onnxruntime"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+class Backend(ABC):
+    """Runs the video SR network.
+
+    Attributes:
+        name: backend name (``torch``, ``onnxruntime``, ``tensorrt``).
+        device: ``cpu`` or ``cuda``.
+        window: the network's default temporal window.
+    """
+
+    name: str
+    device: str
+    window: int
+
+    @abstractmethod
+    def encode(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame features: ``(N, 3, H, W)`` -> ``((N, C, H, W), (N, Cf, H/4, W/4))``."""
+
+    @abstractmethod
+    def reconstruct(self, rgb_centre: torch.Tensor, feat_centre: torch.Tensor, flow_feat_centre: torch.Tensor, feats: torch.Tensor, flow_feats: torch.Tensor) -> torch.Tensor:
+        """One output frame per window: returns ``(N, 3, 2H, 2W)`` float RGB."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

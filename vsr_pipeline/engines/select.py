@@ -1,0 +1,67 @@
+"""Choosing a backend: ``--backend auto`` picks the fastest one available and says which."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ..errors import BackendUnavailable, ConfigError
+from .base import Backend
+
+BACKENDS = ("auto", "tensorrt", "torch", "onnxruntime")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve(backend: str, device: str) -> tuple[str, str, str]:
+    """Decide ``(backend, device, reason)`` without loading anything heavy.
+
+    ``auto`` prefers TensorRT on a CUDA GPU when it is installed, then PyTorch on CUDA; without a
+    GPU it prefers ONNX Runtime (faster than eager PyTorch on CPU), then PyTorch.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    if device == "auto":
+        device = "cuda" if cuda_available() else "cpu"
+    elif device == "cuda" and not cuda_available():
+        raise BackendUnavailable("--device cuda: no CUDA GPU is visible to PyTorch on this machine")
+    if backend != "auto":
+        if backend == "tensorrt" and device != "cuda":
+            raise ConfigError("backend tensorrt runs on a CUDA GPU only (use --device cuda or --backend auto)")
+        return backend, device, "requested"
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    if device == "cuda":
+        if importlib.util.find_spec("tensorrt") is not None:
+            return "tensorrt", device, "TensorRT found on a CUDA GPU"
+        return "torch", device, "CUDA GPU without TensorRT"
+    if has_ort:
+        return "onnxruntime", device, "no GPU; ONNX Runtime is the fastest CPU backend"
+    return "torch", device, "no GPU and no onnxruntime"
+
+
+def create_backend(backend: str, device: str, *, weights: Path | None = None, threads: int = 0) -> Backend:
+    """Instantiate a concrete backend (``backend`` and ``device`` already resolved)."""
+    if backend == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(weights, device=device, threads=threads)
+    if backend == "torch":
+        from .torch_backend import TorchBackend
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        return TorchBackend(weights, device=device)
+    if backend == "tensorrt":
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(weights, device=device)
+    raise ConfigError(f"unknown backend {backend!r}")

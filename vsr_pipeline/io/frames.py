@@ -1,0 +1,172 @@
+"""Decoded pictures as planes, and their exact conversion to and from PyAV frames.
+
+A :class:`Picture` keeps the decoder's Y'CbCr planes untouched (no colour conversion happens
+here); :func:`picture_from_frame` and :func:`frame_from_planes` only copy samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from ..colour import ColourSpec, Matrix
+from ..errors import InputError
+
+#: Planar Y'CbCr formats used as they are: name -> (bit depth, (sx, sy), forced full range).
+NATIVE_FORMATS: dict[str, tuple[int, tuple[int, int], bool]] = {
+    "yuv420p": (8, (2, 2), False),
+    "yuvj420p": (8, (2, 2), True),
+    "yuv422p": (8, (2, 1), False),
+    "yuvj422p": (8, (2, 1), True),
+    "yuv444p": (8, (1, 1), False),
+    "yuvj444p": (8, (1, 1), True),
+    "yuv420p10le": (10, (2, 2), False),
+    "yuv422p10le": (10, (2, 1), False),
+    "yuv444p10le": (10, (1, 1), False),
+    "yuv420p12le": (12, (2, 2), False),
+    "yuv422p12le": (12, (2, 1), False),
+    "yuv444p12le": (12, (1, 1), False),
+}
+
+#: Formats that are only a repacking of a native one (lossless conversion by swscale).
+REPACKED_FORMATS: dict[str, str] = {
+    "nv12": "yuv420p",
+    "nv21": "yuv420p",
+    "nv16": "yuv422p",
+    "p010le": "yuv420p10le",
+    "p016le": "yuv420p12le",
+}
+
+#: FFmpeg AVColorSpace values -> our matrix names.
+_MATRIX_OF_AVCOL_SPC: dict[int, Matrix] = {1: "bt709", 5: "bt601", 6: "bt601", 9: "bt2020", 10: "bt2020"}
+#: and back, for tagging frames.
+AVCOL_SPC_OF_MATRIX: dict[str, int] = {"bt709": 1, "bt601": 6, "bt2020": 9}
+
+
+def format_name(spec: ColourSpec) -> str:
+    """The PyAV pixel format name that stores planes described by ``spec``."""
+    for name, (depth, sub, forced_full) in NATIVE_FORMATS.items():
+        if depth == spec.bit_depth and sub == spec.subsampling and not forced_full:
+            return name
+    raise ValueError(f"no pixel format for {spec}")
+
+
+@dataclass(frozen=True)
+class ColourTags:
+    """Colour metadata carried from input to output unchanged (FFmpeg enum values).
+
+    ``range`` is 1 for limited and 2 for full; 0 means unspecified.
+    """
+
+    primaries: int = 2
+    transfer: int = 2
+    matrix: int = 2
+    range: int = 0
+
+
+@dataclass
+class Picture:
+    """One decoded video frame as Y'CbCr planes.
+
+    Attributes:
+        y: ``(H, W)`` luma codes (uint8, or uint16 for more than 8 bits).
+        u, v: ``(Hc, Wc)`` chroma codes, same dtype.
+        spec: how the codes encode colour.
+        pts: presentation timestamp in ``time_base`` units (None if the decoder had none).
+        time_base: unit of ``pts``.
+        index: position of the frame in decode order, from 0.
+        tags: colour metadata to carry to the output.
+    """
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    spec: ColourSpec
+    pts: int | None = None
+    time_base: Fraction = Fraction(1, 25)
+    index: int = 0
+    tags: ColourTags = field(default_factory=ColourTags)
+
+    @property
+    def height(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.y.shape[1])
+
+
+def _read_plane(plane, height: int, width: int, dtype: np.dtype) -> np.ndarray:
+    """Copy a (possibly padded) PyAV plane into a tight ``(height, width)`` array."""
+    itemsize = np.dtype(dtype).itemsize
+    rows = np.frombuffer(plane, dtype=dtype).reshape(-1, plane.line_size // itemsize)
+    return rows[:height, :width].copy()
+
+
+def _write_plane(plane, data: np.ndarray) -> None:
+    """Copy ``(h, w)`` samples into a PyAV plane in place."""
+    height, width = data.shape
+    rows = np.frombuffer(plane, dtype=data.dtype).reshape(-1, plane.line_size // data.dtype.itemsize)
+    rows[:height, :width] = data
+
+
+def guess_matrix(av_colorspace: int, height: int) -> Matrix:
+    """The stream's matrix, or FFmpeg's usual guess when untagged (BT.709 for HD, else BT.601)."""
+    if av_colorspace in _MATRIX_OF_AVCOL_SPC:
+        return _MATRIX_OF_AVCOL_SPC[av_colorspace]
+    return "bt709" if height >= 720 else "bt601"
+
+
+def picture_from_frame(frame, *, index: int = 0) -> Picture:
+    """Take the planes of a decoded PyAV ``VideoFrame`` without any colour conversion.
+
+    Pixel formats that are a repacking of a planar Y'CbCr format (NV12, P010, ...) are repacked
+    losslessly; any other format (RGB, palette, grey) is converted once by swscale to full-range
+    4:4:4 so that the conversion loses at most half a code value.
+    """
+    name = frame.format.name
+    tags = ColourTags(frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range)
+    if name in REPACKED_FORMATS:
+        frame = frame.reformat(format=REPACKED_FORMATS[name])
+        name = frame.format.name
+    elif name not in NATIVE_FORMATS:
+        try:
+            frame = frame.reformat(format="yuv444p", dst_colorspace=1, dst_color_range=2)
+        except Exception as exc:  # swscale cannot convert this format
+            raise InputError(f"unsupported pixel format {name!r}: {exc}") from None
+        name = "yuv444p"
+        tags = ColourTags(tags.primaries if tags.primaries != 2 else 1, tags.transfer if tags.transfer != 2 else 13, 1, 2)
+    depth, sub, forced_full = NATIVE_FORMATS[name]
+    full = forced_full or frame.color_range == 2 or tags.range == 2
+    spec = ColourSpec(matrix=guess_matrix(tags.matrix, frame.height), full_range=full, bit_depth=depth, subsampling=sub)
+    dtype = np.dtype(np.uint8) if depth == 8 else np.dtype("<u2")
+    ch, cw = spec.chroma_size(frame.height, frame.width)
+    return Picture(
+        y=_read_plane(frame.planes[0], frame.height, frame.width, dtype),
+        u=_read_plane(frame.planes[1], ch, cw, dtype),
+        v=_read_plane(frame.planes[2], ch, cw, dtype),
+        spec=spec,
+        pts=frame.pts,
+        time_base=frame.time_base or Fraction(1, 25),
+        index=index,
+        tags=tags,
+    )
+
+
+def frame_from_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, spec: ColourSpec, tags: ColourTags | None = None):
+    """Build a PyAV ``VideoFrame`` from planes (copied), tagged with the colour metadata."""
+    import av
+
+    height, width = y.shape
+    frame = av.VideoFrame(width, height, format_name(spec))
+    dtype = np.dtype(np.uint8) if spec.bit_depth == 8 else np.dtype("<u2")
+    for plane, data in zip(frame.planes, (y, u, v)):
+        _write_plane(plane, np.ascontiguousarray(data, dtype=dtype))
+    if tags is not None:
+        frame.color_primaries = tags.primaries
+        frame.color_trc = tags.transfer
+        frame.colorspace = tags.matrix
+    frame.color_range = 2 if spec.full_range else 1
+    return frame

@@ -1,0 +1,217 @@
+"""Sinks: where upscaled pictures (and copied packets) go.
+
+:class:`AvSink` encodes with PyAV and muxes into a file (or a URL FFmpeg writes). A file is
+written under a temporary name beside the target (``.NAME.vsr-partial.EXT``) and renamed only
+when complete; :meth:`AvSink.abort` removes it, so a failure or Ctrl-C leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+from ..colour import ColourSpec
+from ..errors import ConfigError, OutputError
+from .frames import ColourTags, Picture, format_name, frame_from_planes
+from .source import Passthrough, SourceInfo
+
+#: Encoders whose quality option is ``crf``; NVENC uses ``cq``.
+_CRF_ENCODERS = {"libx264", "libx265", "libsvtav1", "libvpx-vp9", "libaom-av1"}
+_CQ_ENCODERS = {"h264_nvenc", "hevc_nvenc", "av1_nvenc"}
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """How the output video is encoded.
+
+    Attributes:
+        codec: FFmpeg encoder name.
+        crf: constant-quality factor (``crf`` for x264/x265, ``cq`` for NVENC); 0 with libx264
+            is lossless.
+        preset: encoder preset, None for the encoder's default.
+        container: output format override (FFmpeg muxer name), None to guess from the name.
+        threads: encoder threads, 0 for FFmpeg's automatic choice.
+    """
+
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str | None = None
+    container: str | None = None
+    threads: int = 0
+
+
+def check_encoder(codec: str) -> None:
+    """Raise :class:`ConfigError` unless ``codec`` is a video encoder this FFmpeg has."""
+    import av
+
+    try:
+        c = av.codec.Codec(codec, "w")
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        raise ConfigError(f"unknown encoder {codec!r} (try libx264, libx265, or h264_nvenc on an NVIDIA GPU with NVENC)") from None
+    if c.type != "video":
+        raise ConfigError(f"{codec!r} is not a video encoder")
+
+
+def output_spec(input_spec: ColourSpec, codec: str) -> ColourSpec:
+    """The output's colour description: the input's, narrowed to what the encoder can store.
+
+    Bit depth and chroma subsampling are kept when the encoder supports them (10-bit stays
+    10-bit with libx264/libx265), else fall back to 8-bit and/or 4:2:0. Matrix and range are kept.
+    """
+    import av
+
+    supported = {f.name for f in (av.codec.Codec(codec, "w").video_formats or ())}
+    for depth in (input_spec.bit_depth, 10, 8):
+        if depth > input_spec.bit_depth:
+            continue
+        for sub in (input_spec.subsampling, (2, 2)):
+            candidate = ColourSpec(input_spec.matrix, input_spec.full_range, depth, sub)
+            try:
+                if format_name(candidate) in supported:
+                    return candidate
+            except ValueError:
+                continue
+    raise ConfigError(f"encoder {codec!r} accepts none of the planar Y'CbCr formats this tool writes")
+
+
+class Sink(Protocol):
+    """The interface every sink implements."""
+
+    def write(self, picture: Picture) -> None:
+        """Encode one upscaled picture (its ``pts`` is kept)."""
+
+    def copy(self, item: Passthrough) -> None:
+        """Mux a packet of a copied stream unchanged."""
+
+    def close(self) -> None:
+        """Flush the encoder, finish the container and make the output visible."""
+
+    def abort(self) -> None:
+        """Stop and remove anything half-written."""
+
+
+class AvSink:
+    """PyAV encoder and muxer writing to a temporary file renamed on :meth:`close`.
+
+    Args:
+        target: output path.
+        source: the input's description (time base, rate, streams to copy).
+        width, height: output picture size.
+        spec: colour description of the pictures that will be written.
+        tags: colour metadata to store in the stream.
+        settings: encoder settings.
+        log: callable for warnings (one line each).
+    """
+
+    def __init__(self, target: str, source: SourceInfo, *, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings, log=print) -> None:
+        import av
+
+        self.target = Path(target)
+        parent = self.target.parent
+        if self.target.is_dir():
+            raise OutputError(f"output is a directory: {target}")
+        if not parent.is_dir():
+            raise OutputError(f"output folder does not exist: {parent}")
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"output folder is not writable: {parent}")
+        # Same extension, so FFmpeg guesses the container from it as it would for the target.
+        self.tmp = parent / f".{self.target.stem}.vsr-partial{self.target.suffix}"
+        try:
+            self._out = av.open(str(self.tmp), "w", format=settings.container)
+        except (av.FFmpegError, ValueError, OSError) as exc:
+            self.tmp.unlink(missing_ok=True)
+            hint = "" if settings.container else " (unknown extension? name the container with --format)"
+            raise OutputError(f"cannot write {target}: {getattr(exc, 'strerror', None) or exc}{hint}") from None
+        self._open = True
+        try:
+            self._video = self._add_video(source, width, height, spec, tags, settings)
+            self._copied = self._add_copies(source, log)
+        except BaseException:
+            self.abort()
+            raise
+        self.spec = spec
+        self.tags = tags
+        self.frames = 0
+
+    def _add_video(self, source: SourceInfo, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings):
+        stream = self._out.add_stream(settings.codec, rate=source.rate or Fraction(25))
+        ctx = stream.codec_context
+        stream.width, stream.height = width, height
+        stream.pix_fmt = format_name(spec)
+        stream.time_base = source.time_base
+        ctx.time_base = source.time_base
+        ctx.color_primaries, ctx.color_trc, ctx.colorspace = tags.primaries, tags.transfer, tags.matrix
+        ctx.color_range = 2 if spec.full_range else 1
+        options: dict[str, str] = {}
+        if settings.codec in _CRF_ENCODERS:
+            options["crf"] = str(settings.crf)
+        elif settings.codec in _CQ_ENCODERS:
+            options.update({"rc": "vbr", "cq": str(max(settings.crf, 1))})
+        if settings.preset:
+            options["preset"] = settings.preset
+        if settings.codec == "libx265":
+            options["x265-params"] = "log-level=error" + (":lossless=1" if settings.crf == 0 else "")
+        stream.options = options
+        if settings.threads:
+            ctx.thread_count = settings.threads
+        return stream
+
+    def _add_copies(self, source: SourceInfo, log) -> dict[int, object]:
+        copied = {}
+        supported = getattr(self._out, "supported_codecs", None)
+        for stream in source.copy_streams:
+            name = stream.codec_context.name
+            if supported is not None and name not in supported:
+                log(f"warning: {stream.type} stream #{stream.index} ({name}) cannot be stored in this container; dropped (use .mkv to keep it)")
+                continue
+            copied[stream.index] = self._out.add_stream_from_template(stream)
+        return copied
+
+    def write(self, picture: Picture) -> None:
+        frame = frame_from_planes(picture.y, picture.u, picture.v, self.spec, self.tags)
+        frame.pts = picture.pts
+        frame.time_base = picture.time_base
+        try:
+            for packet in self._video.encode(frame):
+                self._out.mux(packet)
+        except Exception as exc:
+            raise OutputError(f"encoding frame {picture.index} failed: {exc}") from None
+        self.frames += 1
+
+    def copy(self, item: Passthrough) -> None:
+        stream = self._copied.get(item.stream_index)
+        if stream is None:
+            return
+        packet = item.packet
+        packet.stream = stream
+        self._out.mux(packet)
+
+    def close(self) -> None:
+        if not self._open:
+            return
+        try:
+            for packet in self._video.encode(None):
+                self._out.mux(packet)
+            self._out.close()
+        except Exception as exc:
+            self.abort()
+            raise OutputError(f"finishing {self.target} failed: {exc}") from None
+        self._open = False
+        os.replace(self.tmp, self.target)
+
+    def abort(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                self._out.close()
+            except Exception:
+                pass  # the file is removed below; the original error is what matters
+        self.tmp.unlink(missing_ok=True)
+
+
+def open_sink(target: str, source: SourceInfo, *, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings, log=print) -> Sink:
+    """Open an output path for writing."""
+    return AvSink(target, source, width=width, height=height, spec=spec, tags=tags, settings=settings, log=log)

@@ -1,0 +1,1 @@
+"""Network definitions, weights I/O and cost counting."""

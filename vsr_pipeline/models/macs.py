@@ -1,0 +1,56 @@
+"""Multiply-accumulate count of the network per output frame.
+
+Convolutions are counted exactly (``out_pixels * kernel_area * in/groups * out``); bilinear
+grid sampling as 4 MACs per output element, bicubic resizing as 16, pixel shuffle and point-wise
+ops as free. Every layer's cost is proportional to the (padded) pixel count, so the network is
+measured once on a small input and scaled.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .vsrnet import SIZE_MULTIPLE, VSRNet
+
+_PROBE = 64  # probe size (multiple of SIZE_MULTIPLE)
+
+
+def _padded(n: int) -> int:
+    return n + (-n % SIZE_MULTIPLE)
+
+
+@torch.no_grad()
+def count_macs(net: VSRNet, height: int, width: int, window: int | None = None) -> float:
+    """MACs to produce one output frame from an ``height x width`` input in steady state.
+
+    In steady state each frame is encoded once (its features are reused by every window that
+    holds it), and one window of ``window`` frames is reconstructed.
+    """
+    window = window or net.config.window
+    total = 0.0
+
+    def conv_hook(module: nn.Conv2d, inputs, output) -> None:
+        nonlocal total
+        k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        total += output.numel() * k
+
+    handles = [m.register_forward_hook(conv_hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        rgb = torch.rand(1, 3, _PROBE, _PROBE)
+        feat, flow_feat = net.encode(rgb)
+        encode_macs = total
+        total = 0.0
+        feats = feat.unsqueeze(1).expand(1, window, *feat.shape[1:])
+        flow_feats = flow_feat.unsqueeze(1).expand(1, window, *flow_feat.shape[1:])
+        net.reconstruct(rgb, feat, flow_feat, feats, flow_feats)
+        reconstruct_macs = total
+    finally:
+        for h in handles:
+            h.remove()
+    c = net.config.channels
+    sampling = window * c * _PROBE * _PROBE * 4  # grid_sample of every window frame's features
+    bicubic = 3 * (2 * _PROBE) ** 2 * 16
+    per_probe = encode_macs + reconstruct_macs + sampling + bicubic
+    return per_probe * (_padded(height) * _padded(width)) / (_PROBE * _PROBE)

@@ -1,0 +1,60 @@
+"""Loading and saving network weights as safetensors, with the network's config in the header."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import ConfigError
+from .vsrnet import VSRNet, VSRNetConfig
+
+#: Name of the shipped default video SR weights inside the engines folder.
+DEFAULT_WEIGHTS = "vsrnet_x2.safetensors"
+
+
+def engines_dir() -> Path:
+    """The project's ``engines/`` folder (override with ``VSR_ENGINES_DIR``)."""
+    override = os.environ.get("VSR_ENGINES_DIR")
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "engines"
+
+
+def default_weights_path() -> Path:
+    return engines_dir() / DEFAULT_WEIGHTS
+
+
+def save_weights(net: VSRNet, path: Path, *, extra: dict[str, str] | None = None) -> None:
+    """Write ``net``'s weights and config to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    metadata = {"config": json.dumps(net.config.to_dict()), **(extra or {})}
+    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    save_file(state, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The safetensors header metadata of ``path`` (config and provenance)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_network(path: Path | None = None) -> VSRNet:
+    """Build a :class:`VSRNet` from a weights file (the shipped default when ``path`` is None)."""
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else default_weights_path()
+    if not path.is_file():
+        raise ConfigError(f"weights file not found: {path}")
+    try:
+        metadata = read_metadata(path)
+        config = VSRNetConfig(**json.loads(metadata["config"]))
+        net = VSRNet(config)
+        net.load_state_dict(load_file(str(path)))
+    except (KeyError, ValueError, RuntimeError, OSError) as exc:
+        raise ConfigError(f"cannot load weights {path}: {exc}") from None
+    return net.eval()

@@ -1,0 +1,88 @@
+"""Degradations that turn a high-resolution clip into the low-resolution clip a decoder hands us.
+
+All functions work on float code-valued planes ``(N, 1, H, W)`` (0..255 for 8-bit), the same
+representation the inference path uses, so that training inputs pass through exactly the colour
+conversion code that inference uses.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..colour import ColourSpec
+from ..io.frames import frame_from_planes, picture_from_frame
+
+_SPEC = ColourSpec("bt709", False, 8, (2, 2))
+
+
+def downscale(plane: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """Antialiased bicubic downscale by ``factor`` of a ``(N, 1, H, W)`` plane (H, W divisible)."""
+    height, width = plane.shape[-2:]
+    if height % factor or width % factor:
+        raise ValueError(f"plane size {height}x{width} is not divisible by {factor}")
+    return F.interpolate(plane.float(), size=(height // factor, width // factor), mode="bicubic", antialias=True, align_corners=False)
+
+
+def gaussian_blur(plane: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with standard deviation ``sigma`` pixels (reflect padding)."""
+    if sigma <= 0:
+        return plane
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    p = F.pad(plane.float(), (radius, radius, radius, radius), mode="reflect")
+    p = F.conv2d(p, kernel.view(1, 1, 1, -1))
+    return F.conv2d(p, kernel.view(1, 1, -1, 1))
+
+
+def add_noise(plane: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Add white Gaussian noise of ``sigma`` code values."""
+    return plane + sigma * torch.randn(plane.shape, generator=generator)
+
+
+def compress_yuv420(y: np.ndarray, u: np.ndarray, v: np.ndarray, *, codec: str = "libx264", crf: int = 28) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Round-trip an 8-bit 4:2:0 clip through a real encoder and decoder (FFmpeg via PyAV).
+
+    Args:
+        y: ``(T, H, W)`` uint8 luma; u, v: ``(T, H/2, W/2)`` uint8 chroma (H, W even).
+        codec: FFmpeg encoder name (``libx264`` or ``libx265``).
+        crf: constant rate factor.
+
+    Returns:
+        The decoded planes, same shapes and dtype, as the codec left them.
+    """
+    import av
+
+    frames, height, width = y.shape
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="matroska") as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        if codec == "libx265":
+            stream.options["x265-params"] = "log-level=none"
+        for i in range(frames):
+            frame = frame_from_planes(y[i], u[i], v[i], _SPEC)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    buffer.seek(0)
+    ys, us, vs = [], [], []
+    with av.open(buffer, "r") as inp:
+        for frame in inp.decode(video=0):
+            picture = picture_from_frame(frame)
+            ys.append(picture.y)
+            us.append(picture.u)
+            vs.append(picture.v)
+    if len(ys) != frames:
+        raise RuntimeError(f"codec round trip returned {len(ys)} frames, expected {frames}")
+    return np.stack(ys), np.stack(us), np.stack(vs)
+

@@ -1,0 +1,241 @@
+"""``vsr data prepare``: build the training, validation and hold-out data from Debian packages.
+
+Training clips are synthesised from still photographs by moving a virtual camera over them
+(pan, zoom, small rotation, hand-held jitter) with an independently moving object pasted on top
+in half of the clips; the HR clip is stored as 8-bit BT.709 limited-range 4:2:0 planes produced by
+the product's own colour code, and its LR counterpart is made by :mod:`.degrade` (blur, x2
+antialiased bicubic, noise, optionally a real H.264/HEVC round trip). Hold-out clips are real
+footage (camera and animation) copied as they are: evaluation decodes them itself.
+
+Output folder::
+
+    train.npz, val.npz    HR and LR planes: hr_y (N,T,H,W), hr_u, hr_v, lr_y, lr_u, lr_v (uint8)
+    holdout/*             real video files, never used in training
+    manifest.json         every source file: package, version, licence, role, sha256
+
+Everything is deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..colour import ColourSpec, quantise, rgb_to_planes
+from . import degrade
+from .sources import HOLDOUT_VIDEO, TRAIN_PHOTOS, VALIDATION_PHOTOS, package_version, resolve
+
+#: Colour description of every synthesised clip.
+CLIP_SPEC = ColourSpec("bt709", False, 8, (2, 2))
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Options of the data preparation.
+
+    Attributes:
+        clips_per_photo: training clips synthesised from each photograph.
+        val_clips_per_photo: validation clips from each validation photograph.
+        frames: frames per clip.
+        hr_size: HR clip side in pixels (multiple of 4).
+        max_shift: largest camera pan per frame, HR pixels.
+        blur_prob, noise_prob, compress_prob: probability of each degradation of the LR clip.
+        crf_range: CRF range of the codec round trip, inclusive.
+        min_texture: crops flatter than this (mean |Laplacian|, code values) are re-drawn.
+        seed: seed of everything random.
+    """
+
+    clips_per_photo: int = 64
+    val_clips_per_photo: int = 8
+    frames: int = 7
+    hr_size: int = 128
+    max_shift: float = 8.0
+    blur_prob: float = 0.25
+    noise_prob: float = 0.25
+    compress_prob: float = 0.0
+    crf_range: tuple[int, int] = (18, 30)
+    min_texture: float = 2.5
+    seed: int = 0
+
+
+def load_photo(path: Path, rng: np.random.Generator) -> torch.Tensor:
+    """Load a photograph as ``(1, 3, H, W)`` float RGB in [0, 1], downscaled (antialiased) to a
+    random width between 1280 and 2560 pixels so that its detail per pixel resembles HD video."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    t = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
+    width = t.shape[-1]
+    target = float(rng.uniform(1280, 2560))
+    if width > target:
+        scale = target / width
+        size = (max(64, round(t.shape[-2] * scale)), round(width * scale))
+        t = F.interpolate(t, size=size, mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
+    return t
+
+
+def _trajectory_grid(photo_hw: tuple[int, int], size: int, frames: int, cfg: PrepareConfig, rng: np.random.Generator) -> torch.Tensor:
+    """Sampling grids ``(T, size, size, 2)`` of a virtual camera moving over the photograph."""
+    height, width = photo_hw
+    half = size / 2
+    zoom0 = rng.uniform(0.8, 1.25)
+    zoom_rate = rng.uniform(-0.02, 0.02)
+    angle_rate = math.radians(rng.uniform(-0.5, 0.5))
+    velocity = rng.uniform(-cfg.max_shift, cfg.max_shift, size=2)
+    accel = rng.uniform(-0.5, 0.5, size=2)
+    reach = half * zoom0 * 1.5 + cfg.max_shift * frames * 1.5
+    cx = rng.uniform(min(reach, width / 2), max(width - reach, width / 2))
+    cy = rng.uniform(min(reach, height / 2), max(height - reach, height / 2))
+    offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    py, px = torch.meshgrid(offsets, offsets, indexing="ij")
+    grids = []
+    for t in range(frames):
+        jitter = rng.normal(0, 0.3, size=2)
+        zoom = zoom0 * (1 + zoom_rate) ** t
+        angle = angle_rate * t
+        ox = cx + velocity[0] * t + 0.5 * accel[0] * t * t + jitter[0]
+        oy = cy + velocity[1] * t + 0.5 * accel[1] * t * t + jitter[1]
+        cos, sin = math.cos(angle) * zoom, math.sin(angle) * zoom
+        x = ox + cos * px - sin * py
+        y = oy + sin * px + cos * py
+        grids.append(torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1))
+    return torch.stack(grids)
+
+
+def render_clip(photo: torch.Tensor, cfg: PrepareConfig, rng: np.random.Generator) -> torch.Tensor:
+    """A ``(T, 3, S, S)`` float RGB clip of a camera moving over ``photo`` (see module doc)."""
+    size, frames = cfg.hr_size, cfg.frames
+    hw = tuple(photo.shape[-2:])
+    grid = _trajectory_grid(hw, size, frames, cfg, rng)
+    clip = F.grid_sample(photo.expand(frames, -1, -1, -1), grid, mode="bicubic", padding_mode="reflection", align_corners=False)
+    if rng.random() < 0.5:  # an object moving on its own, occluding the background
+        obj = F.grid_sample(photo.expand(frames, -1, -1, -1), _trajectory_grid(hw, size, frames, cfg, rng), mode="bicubic", padding_mode="reflection", align_corners=False)
+        radius = rng.uniform(size * 0.12, size * 0.3)
+        start = rng.uniform(radius, size - radius, size=2)
+        speed = rng.uniform(-cfg.max_shift, cfg.max_shift, size=2)
+        coords = torch.arange(size, dtype=torch.float32)
+        masks = []
+        for t in range(frames):
+            cx, cy = start + speed * t
+            d = ((coords.view(1, -1) - cx) ** 2 + (coords.view(-1, 1) - cy) ** 2).sqrt()
+            masks.append(torch.clamp(radius - d, 0, 1.5) / 1.5)
+        mask = torch.stack(masks).unsqueeze(1)
+        clip = clip * (1 - mask) + obj * mask
+    return clip.clamp(0, 1)
+
+
+def make_pair(clip_rgb: torch.Tensor, cfg: PrepareConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """HR planes of a clip and the degraded LR planes, all uint8 ``(T, h, w)``."""
+    hr = [quantise(p, CLIP_SPEC) for p in rgb_to_planes(clip_rgb, CLIP_SPEC)]
+    gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+    sigma_blur = rng.uniform(0.3, 1.2) if rng.random() < cfg.blur_prob else 0.0
+    sigma_noise = rng.uniform(0.5, 3.0) if rng.random() < cfg.noise_prob else 0.0
+    lr = []
+    for plane in hr:
+        p = degrade.downscale(degrade.gaussian_blur(plane.float(), sigma_blur), 2)
+        if sigma_noise:
+            p = degrade.add_noise(p, sigma_noise, gen)
+        lr.append(quantise(p, CLIP_SPEC))
+    out = {f"hr_{k}": p[:, 0].numpy() for k, p in zip("yuv", hr)}
+    lr_np = [p[:, 0].numpy() for p in lr]
+    if rng.random() < cfg.compress_prob:
+        codec = "libx264" if rng.random() < 0.7 else "libx265"
+        lr_np = list(degrade.compress_yuv420(*lr_np, codec=codec, crf=int(rng.integers(cfg.crf_range[0], cfg.crf_range[1] + 1))))
+    out.update({f"lr_{k}": p for k, p in zip("yuv", lr_np)})
+    return out
+
+
+def texture(clip_rgb: torch.Tensor) -> float:
+    """Mean absolute Laplacian of the first frame's grey level, in 8-bit code values."""
+    grey = clip_rgb[:1].mean(dim=1, keepdim=True) * 255
+    kernel = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3)
+    return float(F.conv2d(grey, kernel).abs().mean())
+
+
+def _textured_clip(photo: torch.Tensor, cfg: PrepareConfig, rng: np.random.Generator) -> torch.Tensor:
+    """Render clips until one has enough texture to teach something (at most 12 tries)."""
+    best, best_texture = None, -1.0
+    for _ in range(12):
+        clip = render_clip(photo, cfg, rng)
+        score = texture(clip)
+        if score >= cfg.min_texture:
+            return clip
+        if score > best_texture:
+            best, best_texture = clip, score
+    return best
+
+
+def _synthesise(photos: list[Path], clips_per_photo: int, cfg: PrepareConfig, rng: np.random.Generator, progress) -> dict[str, np.ndarray]:
+    arrays: dict[str, list[np.ndarray]] = {}
+    for path in photos:
+        photo = load_photo(path, rng)
+        for _ in range(clips_per_photo):
+            pair = make_pair(_textured_clip(photo, cfg, rng), cfg, rng)
+            for key, value in pair.items():
+                arrays.setdefault(key, []).append(value)
+            progress(1)
+    return {key: np.stack(values) for key, values in arrays.items()}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare(out: Path, cache: Path, cfg: PrepareConfig = PrepareConfig(), *, show_progress: bool = True) -> dict:
+    """Build the data set in ``out`` (see module doc) and return the manifest.
+
+    Writes into a temporary folder beside ``out`` and renames it when complete.
+    """
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    manifest: dict = {"config": asdict(cfg), "clip_colour": asdict(CLIP_SPEC), "files": []}
+    files: dict[str, list[Path]] = {"train": [], "validation": [], "holdout": []}
+    for source in TRAIN_PHOTOS + VALIDATION_PHOTOS + HOLDOUT_VIDEO:
+        root = cache / source.package
+        for path in resolve(source, cache):
+            files[source.role].append(path)
+            manifest["files"].append(
+                {
+                    "package": source.package,
+                    "version": package_version(root),
+                    "path": str(path.relative_to(root)),
+                    "role": source.role,
+                    "kind": source.kind,
+                    "licence": source.licence,
+                    "sha256": _sha256(path),
+                }
+            )
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "holdout").mkdir(parents=True)
+    total = len(files["train"]) * cfg.clips_per_photo + len(files["validation"]) * cfg.val_clips_per_photo
+    with tqdm(total=total, desc="synthesising clips", unit="clip", disable=not show_progress) as bar:
+        train = _synthesise(files["train"], cfg.clips_per_photo, cfg, rng, bar.update)
+        val = _synthesise(files["validation"], cfg.val_clips_per_photo, cfg, rng, bar.update)
+    np.savez(tmp / "train.npz", **train)
+    np.savez(tmp / "val.npz", **val)
+    for path, entry in zip(files["holdout"], [e for e in manifest["files"] if e["role"] == "holdout"]):
+        name = f"{entry['package']}__{path.name}"
+        shutil.copyfile(path, tmp / "holdout" / name)
+        entry["copied_as"] = f"holdout/{name}"
+    manifest["counts"] = {"train_clips": int(train["hr_y"].shape[0]), "val_clips": int(val["hr_y"].shape[0]), "holdout_videos": len(files["holdout"])}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return manifest

@@ -1,0 +1,158 @@
+"""Where the training and evaluation data comes from: Debian packages that carry real pictures.
+
+Each source names a Debian package, the files taken from it, what they are used for and their
+licence (read from the package's ``usr/share/doc/NAME/copyright`` and recorded in the manifest).
+Nothing is downloaded from anywhere but the Debian archive, through ``apt-get download``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import VsrError
+
+
+@dataclass(frozen=True)
+class Source:
+    """A set of files inside one Debian package.
+
+    Attributes:
+        package: Debian package name.
+        patterns: glob patterns, relative to the unpacked package root.
+        role: ``"train"`` (photographs for synthetic clips), ``"holdout"`` (real footage never
+            used in training), or ``"validation"`` (photographs kept out of training to validate).
+        kind: what the pictures are (for the eval table).
+        licence: SPDX-like licence of the files, as the package's copyright file states it.
+    """
+
+    package: str
+    patterns: tuple[str, ...]
+    role: str
+    kind: str
+    licence: str
+
+
+_PLASMA = "usr/share/wallpapers/{}/contents/images/*"
+#: Photographs (and a few renders) used to synthesise moving training clips.
+TRAIN_PHOTOS = (
+    Source(
+        "plasma-workspace-wallpapers",
+        tuple(
+            _PLASMA.format(name)
+            for name in (
+                "Autumn", "BytheWater", "Canopee", "Cascade", "ColdRipple", "ColorfulCups",
+                "DarkestHour", "EveningGlow", "FallenLeaf", "Grey", "MilkyWay", "OneStandsOut",
+                "summer_1am", "Volna", "Kite", "Opal", "PastelHills",
+            )
+        ),
+        "train",
+        "photograph",
+        "GPL-2.0-or-later",
+    ),
+    Source(
+        "mate-backgrounds",
+        tuple(
+            f"usr/share/backgrounds/mate/nature/{name}.jpg"
+            for name in ("Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "RainDrops", "Storm", "TwoWings", "Wood")
+        ),
+        "train",
+        "photograph",
+        "GPL-2.0-or-later",
+    ),
+)
+
+#: Photographs kept out of training, used for validation during training.
+VALIDATION_PHOTOS = (
+    Source("plasma-workspace-wallpapers", (_PLASMA.format("Path"),), "validation", "photograph", "GPL-2.0-or-later"),
+    Source(
+        "mate-backgrounds",
+        ("usr/share/backgrounds/mate/nature/LadyBird.jpg", "usr/share/backgrounds/mate/nature/YellowFlower.jpg"),
+        "validation",
+        "photograph",
+        "GPL-2.0-or-later",
+    ),
+)
+
+#: Real footage never seen in training: camera video of physics experiments and game animation.
+HOLDOUT_VIDEO = (
+    Source(
+        "python3-mecavideo",
+        (
+            "usr/share/pymecavideo/data/video/balle-jbart.mp4",
+            "usr/share/pymecavideo/data/video/retroMars2018.avi",
+            "usr/share/pymecavideo/data/video/Principe_inertie.avi",
+            "usr/share/pymecavideo/data/video/Effet_force_magnetique.ogv",
+        ),
+        "holdout",
+        "camera",
+        "GPL-3.0",
+    ),
+    Source(
+        "planetblupi-common",
+        ("usr/share/planetblupi/movie/history2.mkv", "usr/share/planetblupi/movie/play101.mkv"),
+        "holdout",
+        "animation",
+        "GPL-3.0-or-later",
+    ),
+)
+
+ALL_SOURCES = TRAIN_PHOTOS + VALIDATION_PHOTOS + HOLDOUT_VIDEO
+
+
+def unpack_package(package: str, cache: Path) -> Path:
+    """Download a Debian package with ``apt-get download`` and unpack it (no install).
+
+    Returns:
+        The folder the package was unpacked into. Reused when it already exists.
+    """
+    root = cache / package
+    if (root / ".complete").exists():
+        return root
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        raise VsrError("data preparation needs apt-get and dpkg (a Debian-based machine)")
+    debs = cache / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
+    found = sorted(debs.glob(f"{package}_*.deb"))
+    if result.returncode != 0 or not found:
+        raise VsrError(f"apt-get download {package} failed: {result.stderr.strip()[-300:]} (run 'apt-get update' first)")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    subprocess.run(["dpkg", "-x", str(found[-1]), str(root)], check=True)
+    (root / ".complete").write_text(found[-1].name)
+    return root
+
+
+def package_version(root: Path) -> str:
+    """Version of an unpacked package, from the ``.deb`` file name."""
+    name = (root / ".complete").read_text()
+    match = re.match(r"[^_]+_([^_]+)_", name)
+    return match.group(1).replace("%3a", ":") if match else "unknown"
+
+
+def resolve(source: Source, cache: Path) -> list[Path]:
+    """Unpack the source's package and return its files, sorted. Every pattern must match."""
+    root = unpack_package(source.package, cache)
+    files: list[Path] = []
+    for pattern in source.patterns:
+        matched = sorted(p for p in root.glob(pattern) if p.is_file())
+        if not matched:
+            raise VsrError(f"{source.package}: nothing matches {pattern!r}")
+        if "contents/images" in pattern:
+            matched = [_largest_image(matched)]
+        files.extend(matched)
+    return files
+
+
+def _largest_image(paths: list[Path]) -> Path:
+    """Pick the largest-resolution variant from a wallpaper's ``WIDTHxHEIGHT.ext`` files."""
+
+    def area(p: Path) -> int:
+        m = re.match(r"(\d+)x(\d+)", p.stem)
+        return int(m.group(1)) * int(m.group(2)) if m else 0
+
+    return max(paths, key=area)

@@ -1,0 +1,195 @@
+"""``vsr train``: reproducible training of the video SR network.
+
+Seeded, checkpointed every validation (``checkpoint.pt`` in the run folder; a second run with the
+same folder resumes where the first stopped), validated every ``val_every`` steps against bicubic
+on held-out photographs, logged as JSON lines (``log.jsonl``) and plotted (``curves.png``).
+The final weights are written as safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..colour import rgb_to_planes
+from ..models.vsrnet import VSRNet, VSRNetConfig
+from ..models.weights import save_weights
+from .dataset import Batch, ClipArrays
+from .prepare import CLIP_SPEC
+
+
+@dataclass
+class TrainConfig:
+    """Options of a training run.
+
+    Attributes:
+        data: folder written by ``vsr data prepare``.
+        run: folder for checkpoints, log and plot.
+        output: where the final safetensors weights go.
+        steps: optimiser steps.
+        batch: clips per batch.
+        lr: peak learning rate (cosine decay to 1% after a short warm-up).
+        windows: window lengths drawn for each batch, with ``window_weights`` as probabilities.
+        val_every: steps between validations and checkpoints.
+        seed: seed of the model init and the batch order.
+        threads: torch CPU threads (0 keeps torch's default).
+        model: network hyper-parameters.
+    """
+
+    data: Path = Path("data/vsr")
+    run: Path = Path("runs/vsrnet")
+    output: Path = Path("engines/vsrnet_x2.safetensors")
+    steps: int = 6000
+    batch: int = 8
+    lr: float = 1e-3
+    windows: tuple[int, ...] = (1, 3, 5)
+    window_weights: tuple[float, ...] = (0.1, 0.45, 0.45)
+    val_every: int = 500
+    seed: int = 0
+    threads: int = 0
+    model: VSRNetConfig = field(default_factory=VSRNetConfig)
+
+    @staticmethod
+    def from_json(path: Path) -> "TrainConfig":
+        raw = json.loads(Path(path).read_text())
+        model = VSRNetConfig(**raw.pop("model", {}))
+        for key in ("data", "run", "output"):
+            if key in raw:
+                raw[key] = Path(raw[key])
+        for key in ("windows", "window_weights"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        return TrainConfig(model=model, **raw)
+
+
+def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    return torch.sqrt((a - b) ** 2 + eps * eps).mean()
+
+
+def loss_fn(pred_rgb: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Charbonnier loss in the output's own planes (code values / 255), luma weighted x2.
+
+    The prediction goes through :func:`rgb_to_planes`, the code the encoder path uses.
+    """
+    y, u, v = rgb_to_planes(pred_rgb, CLIP_SPEC)
+    scale = 1 / 255.0
+    return 2 * charbonnier(y * scale, batch.hr_y * scale) + charbonnier(u * scale, batch.hr_u * scale) + charbonnier(v * scale, batch.hr_v * scale)
+
+
+def y_psnr(pred_y: torch.Tensor, ref_y: torch.Tensor, border: int = 4, peak: float = 255.0) -> float:
+    """Y-PSNR in dB of ``(N, 1, H, W)`` code-valued planes, ``border`` pixels cropped."""
+    if border:
+        pred_y = pred_y[..., border:-border, border:-border]
+        ref_y = ref_y[..., border:-border, border:-border]
+    mse = F.mse_loss(pred_y.round().clamp(0, peak), ref_y.float()).item()
+    return 10 * math.log10(peak * peak / max(mse, 1e-10))
+
+
+@torch.no_grad()
+def validate(net: VSRNet, val: ClipArrays, window: int) -> dict[str, float]:
+    """Y-PSNR of the network and of bicubic on every validation clip's middle window."""
+    net.eval()
+    start = (val.frames - window) // 2
+    psnr_net, psnr_bic = [], []
+    for i in range(val.count):
+        batch = val.batch(torch.tensor([i]), torch.tensor([start]), window)
+        pred = net(batch.lr_rgb)
+        psnr_net.append(y_psnr(rgb_to_planes(pred, CLIP_SPEC)[0], batch.hr_y))
+        bic = F.interpolate(batch.lr_rgb[:, window // 2], scale_factor=2.0, mode="bicubic", align_corners=False)
+        psnr_bic.append(y_psnr(rgb_to_planes(bic, CLIP_SPEC)[0], batch.hr_y))
+    net.train()
+    mean_net, mean_bic = sum(psnr_net) / len(psnr_net), sum(psnr_bic) / len(psnr_bic)
+    return {"val_psnr": mean_net, "val_psnr_bicubic": mean_bic, "val_gain_db": mean_net - mean_bic}
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    warmup = min(200, cfg.steps // 10)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def plot_log(log_path: Path, out_png: Path) -> None:
+    """Plot loss and validation gain from ``log.jsonl`` (needs matplotlib; skipped without)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    train = [r for r in rows if "loss" in r]
+    val = [r for r in rows if "val_psnr" in r]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot([r["step"] for r in train], [r["loss"] for r in train])
+    a.set_xlabel("step"), a.set_ylabel("loss"), a.set_yscale("log"), a.set_title("training loss")
+    b.plot([r["step"] for r in val], [r["val_gain_db"] for r in val], marker="o")
+    b.set_xlabel("step"), b.set_ylabel("dB"), b.set_title("validation Y-PSNR gain over bicubic")
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
+    """Run (or resume) training; return the last validation figures."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    cfg.run.mkdir(parents=True, exist_ok=True)
+    train_set = ClipArrays(cfg.data / "train.npz")
+    val_set = ClipArrays(cfg.data / "val.npz")
+    net = VSRNet(cfg.model)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    ckpt_path = cfg.run / "checkpoint.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["generator"])
+        step = ckpt["step"]
+        log(f"resumed from {ckpt_path} at step {step}")
+    (cfg.run / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    log_path = cfg.run / "log.jsonl"
+    weights = torch.tensor(cfg.window_weights)
+    last: dict[str, float] = {}
+    net.train()
+    started, running = time.time(), 0.0
+    while step < cfg.steps:
+        window = cfg.windows[int(torch.multinomial(weights, 1, generator=gen))]
+        idx = torch.randint(0, train_set.count, (cfg.batch,), generator=gen)
+        starts = torch.randint(0, train_set.frames - window + 1, (cfg.batch,), generator=gen)
+        batch = train_set.batch(idx, starts, window, augment=gen)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        loss = loss_fn(net(batch.lr_rgb), batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
+        opt.step()
+        step += 1
+        running = 0.98 * running + 0.02 * loss.item() if running else loss.item()
+        if step % 50 == 0:
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"step": step, "loss": running, "lr": _lr_at(step, cfg), "elapsed_s": time.time() - started}) + "\n")
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            last = validate(net, val_set, cfg.model.window)
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"step": step, **last}) + "\n")
+            log(f"step {step}/{cfg.steps} loss {running:.5f} val Y-PSNR {last['val_psnr']:.2f} dB (bicubic {last['val_psnr_bicubic']:.2f}, gain {last['val_gain_db']:+.2f})")
+            tmp = ckpt_path.with_suffix(".partial")
+            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step}, tmp)
+            os.replace(tmp, ckpt_path)
+            plot_log(log_path, cfg.run / "curves.png")
+    save_weights(net, cfg.output, extra={"trained_steps": str(step), "data": str(cfg.data), "val": json.dumps(last)})
+    return last

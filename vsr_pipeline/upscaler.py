@@ -1,0 +1,96 @@
+"""The upscale stage: planes -> float RGB -> per-frame features -> windows -> x2 planes.
+
+Colour conversion uses the stream's own matrix and range in float (:mod:`.colour`) and the only
+quantisation happens after the network, once. Each frame is converted and encoded once when it
+enters the window; windows reuse those results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .colour import ColourSpec, planes_to_rgb, quantise, rgb_to_planes
+from .engines.base import Backend
+from .io.frames import Picture
+from .models.vsrnet import SIZE_MULTIPLE
+from .window import SlidingWindow
+
+
+@dataclass
+class _Entry:
+    """A frame inside the window, with the work done on it once."""
+
+    picture: Picture
+    rgb: torch.Tensor  # (1, 3, Hp, Wp), padded to SIZE_MULTIPLE
+    feat: torch.Tensor
+    flow_feat: torch.Tensor
+
+
+def planes_tensor(plane: np.ndarray) -> torch.Tensor:
+    """``(H, W)`` integer plane -> ``(1, 1, H, W)`` float32 tensor of code values."""
+    return torch.from_numpy(plane.astype(np.float32, copy=False)).view(1, 1, *plane.shape)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> torch.Tensor:
+    """Replicate-pad the bottom and right of ``(N, C, H, W)`` to multiples of ``multiple``."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x
+
+
+class VideoUpscaler:
+    """Feeds pictures through the sliding window and the backend; returns x2 pictures.
+
+    Args:
+        backend: inference backend.
+        window: temporal window length (odd).
+        output_spec: colour description of the output planes (bit depth and subsampling may
+            differ from the input's when the encoder requires it; matrix and range are kept).
+    """
+
+    scale = 2
+
+    def __init__(self, backend: Backend, *, window: int, output_spec: ColourSpec) -> None:
+        self.backend = backend
+        self.window = SlidingWindow[_Entry](window)
+        self.output_spec = output_spec
+
+    @property
+    def held(self) -> int:
+        """Frames held in the window."""
+        return len(self.window)
+
+    def push(self, picture: Picture, *, cut: bool = False) -> list[Picture]:
+        """Add a decoded picture; return the upscaled pictures whose windows are complete."""
+        return [self._run(w.frames) for w in self.window.push(self._enter(picture), cut=cut)]
+
+    def flush(self) -> list[Picture]:
+        """End of stream: upscale the frames still waiting for their windows."""
+        return [self._run(w.frames) for w in self.window.flush()]
+
+    def _enter(self, picture: Picture) -> _Entry:
+        rgb = planes_to_rgb(planes_tensor(picture.y), planes_tensor(picture.u), planes_tensor(picture.v), picture.spec)
+        rgb = pad_to_multiple(rgb)
+        feat, flow_feat = self.backend.encode(rgb)
+        return _Entry(picture, rgb, feat, flow_feat)
+
+    def _run(self, frames: tuple[_Entry, ...]) -> Picture:
+        centre = frames[len(frames) // 2]
+        feats = torch.stack([f.feat for f in frames], dim=1)
+        flow_feats = torch.stack([f.flow_feat for f in frames], dim=1)
+        out = self.backend.reconstruct(centre.rgb, centre.feat, centre.flow_feat, feats, flow_feats)
+        return self.finish(centre.picture, out)
+
+    def finish(self, picture: Picture, rgb_hr: torch.Tensor) -> Picture:
+        """Crop the padding, convert to the output planes and quantise once."""
+        height, width = picture.height * self.scale, picture.width * self.scale
+        rgb_hr = rgb_hr[..., :height, :width].float().cpu()
+        y, u, v = (quantise(p, self.output_spec)[0, 0].numpy() for p in rgb_to_planes(rgb_hr, self.output_spec))
+        dtype = np.uint8 if self.output_spec.bit_depth == 8 else np.uint16
+        return replace(picture, y=y.astype(dtype), u=u.astype(dtype), v=v.astype(dtype), spec=self.output_spec)
