@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--clips-per-photo", type=int, default=64)
     prep.add_argument("--compress-prob", type=float, default=0.0, help="fraction of LR clips sent through a real H.264/HEVC round trip")
     prep.add_argument("--seed", type=int, default=0)
+    sample = data_sub.add_parser("sample", help="rebuild the bundled sample clip from validation photographs")
+    sample.add_argument("--out", type=Path, default=Path("vsr_pipeline/data/sample.mp4"))
+    sample.add_argument("--cache", type=Path, default=Path("data/cache"))
 
     train = sub.add_parser("train", help="train the video SR network")
     train.add_argument("--config", type=Path, default=None, help="JSON training config (fields of TrainConfig)")
@@ -178,8 +181,13 @@ def cmd_info(args) -> int:
 def cmd_data(args) -> int:
     from .train.prepare import PrepareConfig, prepare
 
+    if args.data_command == "sample":
+        from .train.sample import make_sample
+
+        print(f"sample clip: {make_sample(args.out, args.cache)}")
+        return 0
     if args.data_command != "prepare":
-        raise VsrError("usage: vsr data prepare [--out DIR]")
+        raise VsrError("usage: vsr data prepare [--out DIR] | vsr data sample [--out FILE]")
     cfg = PrepareConfig(clips_per_photo=args.clips_per_photo, compress_prob=args.compress_prob, seed=args.seed)
     manifest = prepare(args.out, args.cache, cfg)
     print(f"prepared {manifest['counts']} in {args.out} (manifest: {args.out / 'manifest.json'})")
