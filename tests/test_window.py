@@ -161,18 +161,34 @@ def test_upscaler_encodes_each_frame_once(tiny_weights, window):
         assert o.y.dtype == np.uint8
 
 
-def test_upscaler_window_matches_direct_network_call(tiny_weights):
-    """The centre frame's output equals the network run on the replicated-edge window."""
-    backend = CountingBackend(tiny_weights)
+def test_upscaler_window_matches_direct_network_call(tmp_path):
+    """Each output equals the network run on that frame's window (edge frame replicated)."""
+    from conftest import TINY
+
+    from vsr_pipeline.models.vsrnet import VSRNet
+    from vsr_pipeline.models.weights import save_weights
+
+    torch.manual_seed(1)
+    net = VSRNet(TINY)
+    with torch.no_grad():  # output and flow layers strong enough that the neighbours matter
+        for p in (net.tail.weight, net.flow_head[-1].weight):
+            p.normal_(0, 0.1)
+    weights = tmp_path / "w.safetensors"
+    save_weights(net, weights)
+    backend = CountingBackend(weights)
     pics = _pictures(3)
     spec = pics[0].spec
     up = VideoUpscaler(backend, window=3, output_spec=spec)
     out = [o for p in pics for o in up.push(p)] + up.flush()
+    assert len(out) == 3
     rgbs = [pad_to_multiple(planes_to_rgb(planes_tensor(p.y), planes_tensor(p.u), planes_tensor(p.v), spec)) for p in pics]
+    windows = {0: (0, 0, 1), 1: (0, 1, 2), 2: (1, 2, 2)}
     with torch.no_grad():
-        first = backend.inner.net(torch.stack([rgbs[0], rgbs[0], rgbs[1]], dim=1))  # clip start: frame 0 replicated
-        middle = backend.inner.net(torch.stack(rgbs, dim=1))
-    for expected_rgb, got in ((first, out[0]), (middle, out[1])):
-        expected = up.finish(pics[got.index], expected_rgb)
-        assert np.abs(expected.y.astype(int) - got.y).max() <= 1
-        assert np.abs(expected.u.astype(int) - got.u).max() <= 1
+        expected = {c: up.finish(pics[c], backend.inner.net(torch.stack([rgbs[i] for i in w], dim=1))) for c, w in windows.items()}
+        wrong = up.finish(pics[0], backend.inner.net(torch.stack([rgbs[2], rgbs[0], rgbs[1]], dim=1)))
+    for got in out:
+        exp = expected[got.index]
+        for plane in ("y", "u", "v"):
+            assert np.abs(getattr(exp, plane).astype(int) - getattr(got, plane)).max() <= 1, (got.index, plane)
+    # the check can tell windows apart: frame 0 with other neighbours gives another picture
+    assert np.abs(wrong.y.astype(int) - expected[0].y).max() > 2

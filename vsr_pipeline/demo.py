@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import partial_path
 from .classical import picture_to_rgb8, upscale_picture
 from .io.source import open_source
 from .io.frames import Picture
@@ -26,11 +27,12 @@ def _pictures(path: str) -> list[Picture]:
 
 
 def side_by_side(input_path: str, output_path: str, png_path: Path, *, frame: int | None = None) -> Path:
-    """Write a PNG of one frame: the input (pixels doubled), Lanczos x2, and our x2 output."""
+    """Write a PNG of one frame (default: a quarter into the clip): the input (pixels doubled),
+    Lanczos x2, and our x2 output."""
     from PIL import Image, ImageDraw
 
     inputs, outputs = _pictures(input_path), _pictures(output_path)
-    index = len(inputs) // 2 if frame is None else frame
+    index = len(inputs) // 4 if frame is None else frame
     low, ours = inputs[index], outputs[index]
     nearest = picture_to_rgb8(upscale_picture(low, 2, "POINT"))
     lanczos = picture_to_rgb8(upscale_picture(low, 2, "LANCZOS"))
@@ -43,7 +45,7 @@ def side_by_side(input_path: str, output_path: str, png_path: Path, *, frame: in
     width = nearest.shape[1] + 8
     for i, label in enumerate(("input (pixels doubled)", "Lanczos x2", "vsr_pipeline x2")):
         draw.text((i * width + 4, 4), label, fill="black")
-    tmp = png_path.with_name(f".{png_path.stem}.vsr-partial.png")
+    tmp = partial_path(png_path)
     canvas.save(tmp)
     tmp.replace(png_path)
     return png_path

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._files import file_sha256
 from ..models.vsrnet import VSRNet
 from ..models.weights import default_weights_path, engines_dir, load_network
 
@@ -65,14 +66,6 @@ class _Reconstruct(nn.Module):
 
     def forward(self, rgb_centre, feat_centre, flow_feat_centre, feats, flow_feats):
         return self.net.reconstruct(rgb_centre, feat_centre, flow_feat_centre, feats, flow_feats)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_key(weights: Path) -> str:

@@ -13,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
+from .._files import partial_path
 from ..colour import ColourSpec
 from ..errors import ConfigError, OutputError
 from .frames import ColourTags, Picture, format_name, frame_from_planes
@@ -118,7 +119,7 @@ class AvSink:
         if not os.access(parent, os.W_OK):
             raise OutputError(f"output folder is not writable: {parent}")
         # Same extension, so FFmpeg guesses the container from it as it would for the target.
-        self.tmp = parent / f".{self.target.stem}.vsr-partial{self.target.suffix}"
+        self.tmp = partial_path(self.target)
         try:
             self._out = av.open(str(self.tmp), "w", format=settings.container)
         except (av.FFmpegError, ValueError, OSError) as exc:

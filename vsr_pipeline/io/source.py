@@ -124,12 +124,20 @@ class AvSource:
                         yield Passthrough(packet.stream.index, packet)
                     continue
                 for frame in packet.decode():  # an empty packet flushes the decoder
-                    yield picture_from_frame(frame, index=index)
+                    picture = picture_from_frame(frame, index=index)
+                    if picture.pts is None:  # raw streams without timestamps: frame-rate spaced
+                        picture.pts = self._synthetic_pts(index)
+                        picture.time_base = self.info.time_base
+                    yield picture
                     index += 1
         except av.FFmpegError as exc:
             raise InputError(f"decoding {self.info.name} failed at frame {index}: {_reason(exc)}") from None
         if index == 0:
             raise InputError(f"{self.info.name}: no video frame could be decoded")
+
+    def _synthetic_pts(self, index: int) -> int:
+        rate = self.info.rate or Fraction(25)
+        return round(index / rate / self.info.time_base)
 
     def close(self) -> None:
         self._container.close()

@@ -55,6 +55,6 @@ def load_network(path: Path | None = None) -> VSRNet:
         config = VSRNetConfig(**json.loads(metadata["config"]))
         net = VSRNet(config)
         net.load_state_dict(load_file(str(path)))
-    except (KeyError, ValueError, RuntimeError, OSError) as exc:
-        raise ConfigError(f"cannot load weights {path}: {exc}") from None
+    except Exception as exc:  # safetensors raises its own SafetensorError; bad configs TypeError
+        raise ConfigError(f"cannot load weights {path}: {type(exc).__name__}: {exc}") from None
     return net.eval()

@@ -109,10 +109,17 @@ def ground_truth(path: Path, frames: int) -> list[Picture]:
 def _to_420_8bit(p: Picture) -> Picture:
     h, w = p.height - p.height % 4, p.width - p.width % 4
     spec = ColourSpec(p.spec.matrix, p.spec.full_range, 8, (2, 2))
-    shift = p.spec.bit_depth - 8
-    y = planes_tensor(p.y[:h, :w]) / (1 << shift)
+    # To 8-bit codes: limited range scales by 2^(depth-8); full range by 255 / max_code around
+    # the chroma midpoint.
     sx, sy = p.spec.subsampling
-    u, v = (planes_tensor(c[: h // sy, : w // sx]) / (1 << shift) for c in (p.u, p.v))
+    y = planes_tensor(p.y[:h, :w])
+    u, v = (planes_tensor(c[: h // sy, : w // sx]) for c in (p.u, p.v))
+    if p.spec.full_range:
+        factor, mid = 255.0 / p.spec.max_code, float(1 << (p.spec.bit_depth - 1))
+        y, u, v = y * factor, (u - mid) * factor + 128.0, (v - mid) * factor + 128.0
+    else:
+        factor = 1.0 / (1 << (p.spec.bit_depth - 8))
+        y, u, v = y * factor, u * factor, v * factor
     if (sx, sy) != (2, 2):
         u, v = (F.avg_pool2d(c, (2 // sy, 2 // sx)) for c in (u, v))
     y, u, v = (quantise(t, spec)[0, 0].numpy() for t in (y, u, v))

@@ -18,7 +18,6 @@ Everything is deterministic for a given seed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._files import file_sha256
 from ..colour import ColourSpec, quantise, rgb_to_planes
 from . import degrade
 from .sources import HOLDOUT_VIDEO, TRAIN_PHOTOS, VALIDATION_PHOTOS, package_version, resolve
@@ -111,13 +111,17 @@ def _trajectory_grid(photo_hw: tuple[int, int], size: int, frames: int, cfg: Pre
     return torch.stack(grids)
 
 
-def render_clip(photo: torch.Tensor, cfg: PrepareConfig, rng: np.random.Generator) -> torch.Tensor:
-    """A ``(T, 3, S, S)`` float RGB clip of a camera moving over ``photo`` (see module doc)."""
+def render_clip(photo: torch.Tensor, cfg: PrepareConfig, rng: np.random.Generator, *, moving_object: bool | None = None) -> torch.Tensor:
+    """A ``(T, 3, S, S)`` float RGB clip of a camera moving over ``photo`` (see module doc).
+
+    ``moving_object``: paste an independently moving disc (None: in half the clips, at random).
+    """
     size, frames = cfg.hr_size, cfg.frames
     hw = tuple(photo.shape[-2:])
     grid = _trajectory_grid(hw, size, frames, cfg, rng)
     clip = F.grid_sample(photo.expand(frames, -1, -1, -1), grid, mode="bicubic", padding_mode="reflection", align_corners=False)
-    if rng.random() < 0.5:  # an object moving on its own, occluding the background
+    drawn = rng.random() < 0.5
+    if drawn if moving_object is None else moving_object:  # an object moving on its own, occluding the background
         obj = F.grid_sample(photo.expand(frames, -1, -1, -1), _trajectory_grid(hw, size, frames, cfg, rng), mode="bicubic", padding_mode="reflection", align_corners=False)
         radius = rng.uniform(size * 0.12, size * 0.3)
         start = rng.uniform(radius, size - radius, size=2)
@@ -186,14 +190,6 @@ def _synthesise(photos: list[Path], clips_per_photo: int, cfg: PrepareConfig, rn
     return {key: np.stack(values) for key, values in arrays.items()}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def prepare(out: Path, cache: Path, cfg: PrepareConfig = PrepareConfig(), *, show_progress: bool = True) -> dict:
     """Build the data set in ``out`` (see module doc) and return the manifest.
 
@@ -217,7 +213,7 @@ def prepare(out: Path, cache: Path, cfg: PrepareConfig = PrepareConfig(), *, sho
                     "role": source.role,
                     "kind": source.kind,
                     "licence": source.licence,
-                    "sha256": _sha256(path),
+                    "sha256": file_sha256(path),
                 }
             )
     tmp = out.with_name(out.name + ".partial")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._files import partial_path
 from ..colour import quantise, rgb_to_planes
 from ..io.frames import frame_from_planes
 from . import degrade
@@ -32,11 +33,11 @@ def make_sample(out: Path, cache: Path, *, frames_per_shot: int = 24, width: int
     for photo_path in (photos[0], photos[-1]):
         photo = load_photo(photo_path, rng)
         cfg = replace(PrepareConfig(), hr_size=max(width, height), frames=frames_per_shot, max_shift=3.0)
-        clip = render_clip(photo, cfg, rng)[..., (cfg.hr_size - height) // 2 : (cfg.hr_size - height) // 2 + height, :width]
+        clip = render_clip(photo, cfg, rng, moving_object=False)[..., (cfg.hr_size - height) // 2 : (cfg.hr_size - height) // 2 + height, :width]
         shots.append(clip)
     clip = torch.cat(shots)
     planes = [quantise(degrade.downscale(quantise(p, CLIP_SPEC).float(), 2), CLIP_SPEC)[:, 0].numpy() for p in rgb_to_planes(clip, CLIP_SPEC)]
-    tmp = out.with_name(f".{out.stem}.vsr-partial{out.suffix}")
+    tmp = partial_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rate = 24
     with av.open(str(tmp), "w") as container:

@@ -1,0 +1,253 @@
+"""The ``vsr`` command line, run as a subprocess: errors, Ctrl-C, demo, help and info."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from conftest import REPO, ffmpeg, ffprobe_json
+from vsr_pipeline.models.weights import default_weights_path
+
+VSR = [sys.executable, "-m", "vsr_pipeline"]
+
+
+def vsr(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([*VSR, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Every entry in ``folder`` (hidden ones included)."""
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def assert_clean_error(r: subprocess.CompletedProcess, *, mentions: str) -> str:
+    """One ``error: `` line on stderr, the last one, no traceback, non-zero exit status."""
+    assert r.returncode != 0, f"exit status 0; stderr: {r.stderr}"
+    assert r.returncode == 2, f"exit status {r.returncode} (2 for errors the user can act on); stderr: {r.stderr}"
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, r.stderr
+    assert lines[-1] == errors[0], r.stderr
+    assert mentions.lower() in errors[0].lower(), errors[0]
+    assert "upscaled" not in r.stdout
+    return errors[0]
+
+
+def frame_count(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+# -- 7. bad input, output and options -----------------------------------------------------------------
+@pytest.fixture()
+def outdir(tmp_path) -> Path:
+    d = tmp_path / "out"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad")
+    text = d / "notes.mp4"
+    text.write_text("this is not a video, only some text renamed to .mp4\n" * 20)
+    audio = d / "audio_only.m4a"
+    ffmpeg("-f", "lavfi", "-i", "sine=f=440:d=1", "-c:a", "aac", str(audio))
+    folder = d / "a_folder.mp4"
+    folder.mkdir()
+    return {"missing": d / "does_not_exist.mp4", "text": text, "audio": audio, "directory": folder}
+
+
+@pytest.mark.parametrize(
+    ("case", "mentions"),
+    [("missing", "not found"), ("text", "cannot open"), ("audio", "no video stream"), ("directory", "directory")],
+)
+def test_bad_input(case, mentions, bad_inputs, tiny_weights, outdir):
+    r = vsr("upscale", bad_inputs[case], outdir / "out.mp4", "--weights", tiny_weights, cwd=outdir.parent)
+    assert_clean_error(r, mentions=mentions)
+    assert leftovers(outdir) == []
+
+
+def test_output_folder_missing(clip_with_audio, tiny_weights, tmp_path):
+    target = tmp_path / "no" / "such" / "folder" / "out.mp4"
+    r = vsr("upscale", clip_with_audio, target, "--weights", tiny_weights, cwd=tmp_path)
+    assert_clean_error(r, mentions="does not exist")
+    assert not (tmp_path / "no").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_output_folder_is_a_file(clip_with_audio, tiny_weights, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    r = vsr("upscale", clip_with_audio, blocker / "out.mp4", "--weights", tiny_weights, cwd=tmp_path)
+    assert_clean_error(r, mentions="out")
+    assert leftovers(tmp_path) == ["file.txt"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="running as root: root bypasses file permissions, so a chmod 555 folder is still writable")
+def test_output_folder_read_only(clip_with_audio, tiny_weights, outdir):
+    outdir.chmod(0o555)
+    try:
+        r = vsr("upscale", clip_with_audio, outdir / "out.mp4", "--weights", tiny_weights, cwd=outdir.parent)
+    finally:
+        outdir.chmod(0o755)
+    assert_clean_error(r, mentions="not writable")
+    assert leftovers(outdir) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "mentions"),
+    [
+        (["--codec", "nosuchcodec"], "nosuchcodec"),
+        (["--window", "4"], "--window 4"),
+        (["--scale", "3"], "--scale 3"),
+        (["--codec", "aac"], "not a video encoder"),
+    ],
+)
+def test_bad_option(options, mentions, clip_with_audio, tiny_weights, outdir):
+    r = vsr("upscale", clip_with_audio, outdir / "out.mp4", "--weights", tiny_weights, *options, cwd=outdir.parent)
+    assert_clean_error(r, mentions=mentions)
+    assert leftovers(outdir) == []
+
+
+def test_missing_output_argument(clip_with_audio, tiny_weights, tmp_path):
+    r = vsr("upscale", clip_with_audio, "--weights", tiny_weights, cwd=tmp_path)
+    assert_clean_error(r, mentions="missing OUTPUT")
+    assert leftovers(tmp_path) == []  # in particular, no vsr-demo folder
+
+
+@pytest.mark.parametrize("faststart", [False, True], ids=["moov-at-end", "faststart"])
+def test_truncated_input(faststart, clip_with_audio, tiny_weights, tmp_path, outdir):
+    whole = tmp_path / "whole.mp4"
+    ffmpeg("-i", str(clip_with_audio), "-c", "copy", *(["-movflags", "+faststart"] if faststart else []), str(whole))
+    data = whole.read_bytes()
+    cut = tmp_path / "truncated.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    target = outdir / "out.mp4"
+    r = vsr("upscale", cut, target, "--weights", tiny_weights, cwd=tmp_path)
+    assert "Traceback" not in r.stderr, r.stderr
+    if r.returncode == 0:  # a valid, shorter output
+        assert leftovers(outdir) == ["out.mp4"]
+        frames = frame_count(target)
+        assert 0 < frames < 50
+        assert f"upscaled {frames} frames" in r.stdout
+        v = [s for s in ffprobe_json(target)["streams"] if s["codec_type"] == "video"][0]
+        assert (v["width"], v["height"]) == (192, 128)
+    else:
+        assert_clean_error(r, mentions=str(cut.name))
+        assert leftovers(outdir) == []
+    if not faststart:  # the index is at the end, and gone: nothing can be decoded
+        assert r.returncode == 2
+
+
+# -- 8. Ctrl-C ----------------------------------------------------------------------------------------------
+def test_ctrl_c_leaves_nothing(tiny_weights, tmp_path):
+    src = tmp_path / "long.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=6", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(src))
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    target = outdir / "long_x2.mp4"
+    partial = outdir / ".long_x2.vsr-partial.mp4"
+    # The partial file appears with the first muxed packet: ultrafast has no lookahead delay.
+    # SIGINT must reach Python's default handler even if this test runs with SIGINT ignored.
+    proc = subprocess.Popen(
+        [*VSR, "upscale", str(src), str(target), "--weights", str(tiny_weights), "--progress", "off", "--preset", "ultrafast"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (partial.exists() and partial.stat().st_size > 0):
+            assert proc.poll() is None, f"vsr ended before it could be interrupted: {proc.communicate()}"
+            assert time.monotonic() < deadline, "the partial output never appeared"
+            time.sleep(0.05)
+        time.sleep(0.3)  # let it encode a little more
+        assert proc.poll() is None, "finished before SIGINT: make the input longer"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr.lower()
+    assert "Traceback" not in stderr, stderr
+    assert "upscaled" not in stdout
+    assert leftovers(outdir) == []
+
+
+# -- 11. demo, help, info ------------------------------------------------------------------------------------
+def test_demo(tiny_weights, tmp_path):
+    from PIL import Image
+
+    from vsr_pipeline.demo import sample_clip
+
+    out = tmp_path / "demo"
+    r = vsr("demo", "--out", out, "--weights", tiny_weights, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["sample_x2.mp4", "side_by_side.png"]
+    video = out / "sample_x2.mp4"
+    info = ffprobe_json(video)
+    (v,) = [s for s in info["streams"] if s["codec_type"] == "video"]
+    assert (v["width"], v["height"]) == (640, 360)
+    assert frame_count(video) == 48
+    audio_in = [s for s in ffprobe_json(sample_clip())["streams"] if s["codec_type"] == "audio"]
+    audio_out = [s for s in info["streams"] if s["codec_type"] == "audio"]
+    assert len(audio_out) == len(audio_in) == 1
+    assert audio_out[0]["codec_name"] == audio_in[0]["codec_name"]
+    with Image.open(out / "side_by_side.png") as png:
+        png.load()
+        assert png.format == "PNG"
+        assert png.width == 3 * 640 + 16
+        assert png.height >= 360
+    assert "upscaled 48 frames 320x180 -> 640x360" in r.stdout
+    assert "side_by_side.png" in r.stdout
+
+
+def test_help(tmp_path):
+    top = vsr("--help", cwd=tmp_path, timeout=60)
+    assert top.returncode == 0, top.stderr
+    for command in ("upscale", "demo", "info"):
+        assert command in top.stdout
+    up = vsr("upscale", "--help", cwd=tmp_path, timeout=60)
+    assert up.returncode == 0, up.stderr
+    for option in ("--metrics-port", "--codec", "--crf", "--weights", "--queue"):
+        assert option in up.stdout, option
+
+
+def test_no_command_prints_help_and_fails(tmp_path):
+    r = vsr(cwd=tmp_path, timeout=60)
+    assert r.returncode == 2
+    assert "upscale" in r.stdout and "Traceback" not in r.stderr
+
+
+def _assert_info(stdout: str, weights: Path) -> None:
+    assert f"weights: {weights}" in stdout
+    tmac = [line for line in stdout.splitlines() if "TMAC" in line]
+    assert [line.split()[2] for line in tmac] == ["720p", "1080p", "2160p"], stdout
+    values = [float(line.split(": ")[1].split()[0]) for line in tmac]
+    assert 0 < values[0] < values[1] < values[2]
+    assert values[2] == pytest.approx(values[0] * 9, rel=0.05)  # cost is proportional to pixels
+    assert "backend auto:" in stdout and "encoders:" in stdout and "libx264" in stdout
+
+
+def test_info_with_weights(tiny_weights, tmp_path):
+    r = vsr("info", "--weights", tiny_weights, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    _assert_info(r.stdout, tiny_weights)
+
+
+@pytest.mark.skipif(not default_weights_path().is_file(), reason=f"shipped weights {default_weights_path()} do not exist yet (the model is still being trained)")
+def test_info_shipped_weights(tmp_path):
+    r = vsr("info", cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    _assert_info(r.stdout, default_weights_path())

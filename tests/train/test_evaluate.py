@@ -1,0 +1,181 @@
+"""Evaluation: metric known answers, the degraded inputs, the table, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from vsr_pipeline.colour import ColourSpec
+from vsr_pipeline.engines.torch_backend import TorchBackend
+from vsr_pipeline.errors import VsrError
+from vsr_pipeline.io.frames import Picture
+from vsr_pipeline.train.evaluate import (
+    EvalConfig,
+    _to_420_8bit,
+    degrade_clip,
+    evaluate,
+    format_table,
+    ground_truth,
+    psnr,
+    run_network,
+    score,
+    ssim,
+    temporal_error,
+)
+from vsr_pipeline.upscaler import VideoUpscaler
+
+torch.set_num_threads(1)
+
+
+def _frames(count=5, shape=(40, 48), seed=0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(20, 230, shape).astype(np.uint8) for _ in range(count)]
+
+
+def test_psnr_known_answers():
+    a = _frames(1)[0]
+    assert psnr(a, a) == pytest.approx(10 * math.log10(255**2 / 1e-12))
+    assert psnr(a.astype(int) + 1, a) == pytest.approx(48.1308, abs=1e-4)
+    assert psnr(a.astype(int) + 5, a) == pytest.approx(10 * math.log10(255**2 / 25), abs=1e-9)
+    assert psnr(a.astype(int) * 4 + 4, a.astype(int) * 4, peak=1023) == pytest.approx(10 * math.log10(1023**2 / 16), abs=1e-9)
+
+
+def test_ssim_known_answers():
+    a = _frames(1)[0]
+    assert ssim(a, a) == pytest.approx(1.0, abs=1e-5)
+    noisy = np.clip(a.astype(int) + np.random.default_rng(1).normal(0, 20, a.shape), 0, 255)
+    s_noisy = ssim(noisy, a)
+    assert 0.0 < s_noisy < 0.97
+    assert ssim(np.clip(a.astype(int) + np.random.default_rng(1).normal(0, 5, a.shape), 0, 255), a) > s_noisy
+    # no shared structure: against a flat plane of the same mean, SSIM is close to 0
+    assert ssim(a, np.full_like(a, int(a.mean()))) < 0.05
+
+
+def test_temporal_error_known_answers():
+    truths = _frames(6)
+    assert temporal_error(truths, truths) == 0.0
+    # A constant offset: every output is wrong by 5, but changes are right.
+    offset = [t.astype(int) + 5 for t in truths]
+    assert temporal_error(offset, truths) == pytest.approx(0.0, abs=1e-12)
+    assert np.mean([psnr(o, t) for o, t in zip(offset, truths)]) == pytest.approx(34.15, abs=0.01)
+    # Flicker: alternating +3 / -3 makes every frame-to-frame change wrong by 6.
+    flicker = [t.astype(int) + (3 if i % 2 else -3) for i, t in enumerate(truths)]
+    assert temporal_error(flicker, truths) == pytest.approx(6.0, abs=1e-12)
+    # Random flicker: equals the RMS of the flicker's own frame-to-frame change.
+    rng = np.random.default_rng(2)
+    noise = [rng.normal(0, 2, truths[0].shape) for _ in truths]
+    expected = math.sqrt(np.mean([np.mean((noise[i] - noise[i - 1]) ** 2) for i in range(1, len(noise))]))
+    assert temporal_error([t + n for t, n in zip(truths, noise)], truths) == pytest.approx(expected, rel=1e-9)
+    assert temporal_error(truths[:1], truths[:1]) == 0.0
+
+
+@pytest.fixture(scope="module")
+def truth(clip_with_audio) -> list[Picture]:
+    return ground_truth(clip_with_audio, 6)
+
+
+def test_ground_truth_reads_frames_as_8bit_420(truth):
+    assert len(truth) == 6
+    assert [p.index for p in truth] == list(range(6))
+    for p in truth:
+        assert p.spec == ColourSpec("bt709", False, 8, (2, 2))
+        assert p.y.shape == (64, 96) and p.u.shape == (32, 48) and p.y.dtype == np.uint8
+
+
+def test_to_420_8bit_from_10bit_422():
+    rng = np.random.default_rng(0)
+    y10 = (rng.integers(16, 236, (18, 22)) * 4).astype(np.uint16)
+    u10 = (rng.integers(16, 241, (18, 11)) * 4).astype(np.uint16)
+    pic = Picture(y=y10, u=u10, v=u10.copy(), spec=ColourSpec("bt709", False, 10, (2, 1)))
+    out = _to_420_8bit(pic)
+    assert out.spec == ColourSpec("bt709", False, 8, (2, 2))
+    assert out.y.shape == (16, 20) and out.u.shape == (8, 10)
+    assert np.array_equal(out.y, (y10[:16, :20] // 4).astype(np.uint8))
+    expected_u = (u10[:16, :10].astype(np.float64) / 4).reshape(8, 2, 10).mean(axis=1)  # vertical pairs averaged
+    assert np.abs(out.u.astype(float) - expected_u).max() <= 0.5
+
+
+def test_degrade_clip_conditions(truth):
+    clean = degrade_clip(truth, "clean")
+    crf = degrade_clip(truth, "crf28")
+    assert len(clean) == len(crf) == len(truth)
+    for c, k in zip(clean, crf):
+        assert c.y.shape == k.y.shape == (32, 48)
+        assert c.u.shape == k.u.shape == (16, 24)
+    assert any(not np.array_equal(c.y, k.y) for c, k in zip(clean, crf))  # the codec changed something
+    # the clean input is close to the truth seen at half size, and the codec moves it further away
+    err = [psnr(k.y, c.y) for c, k in zip(clean, crf)]
+    assert 25 < np.mean(err) < 60
+    with pytest.raises(ValueError):
+        degrade_clip(truth, "crf99")
+
+
+def test_score_and_network_path(truth, tiny_weights):
+    perfect = score(truth, truth)
+    assert perfect["psnr"] > 150 and perfect["ssim"] == pytest.approx(1.0, abs=1e-5) and perfect["temporal"] == 0.0
+    low = degrade_clip(truth, "clean")
+    upscaler = VideoUpscaler(TorchBackend(tiny_weights), window=3, output_spec=truth[0].spec)
+    out = run_network(upscaler, low)
+    assert len(out) == len(truth)
+    assert [o.y.shape for o in out] == [t.y.shape for t in truth]
+    s = score(out, truth)
+    assert 20 < s["psnr"] < 60 and 0.5 < s["ssim"] < 1.0 and s["temporal"] > 0
+
+
+def _row(clip, condition, gain, net_temporal=1.0):
+    base = {"psnr": 30.0, "ssim": 0.9, "temporal": 2.0}
+    return {
+        "clip": clip, "kind": "camera", "condition": condition, "frames": 4, "size": "96x64",
+        "bicubic": base, "lanczos": base, "network": {**base, "psnr": 30.0 + gain, "temporal": net_temporal}, "gain_db": gain,
+    }
+
+
+def test_format_table_has_rows_and_means():
+    rows = [_row("a.mp4", "clean", 1.0), _row("b.mp4", "clean", 2.0, 3.0), _row("a.mp4", "crf28", -0.5)]
+    table = format_table(rows, 3)
+    lines = table.splitlines()
+    assert lines[0].startswith("window 3;")
+    assert sum(line.startswith("| a.mp4 (96x64) |") for line in lines) == 2
+    assert "| 30.00 / 0.9000 / 2.00 | 30.00 / 0.9000 / 2.00 | 31.00 / 0.9000 / 1.00 | +1.00 |" in table
+    means = [line for line in lines if line.startswith("| **mean** |")]
+    assert len(means) == 2
+    assert "| clean |" in means[0] and "+1.50 (min +1.00)" in means[0] and "temporal 2.00 vs Lanczos 2.00" in means[0]
+    assert "| crf28 |" in means[1] and "-0.50 (min -0.50)" in means[1] and "temporal 1.00 vs Lanczos 2.00" in means[1]
+
+
+def test_evaluate_end_to_end(tmp_path, clip_with_audio, tiny_weights):
+    data = tmp_path / "data"
+    (data / "holdout").mkdir(parents=True)
+    shutil.copyfile(clip_with_audio, data / "holdout" / "pkg__av.mp4")
+    manifest = {"files": [{"role": "holdout", "kind": "camera", "copied_as": "holdout/pkg__av.mp4"}, {"role": "train", "kind": "photograph"}]}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "eval"
+    messages = []
+    table = evaluate(EvalConfig(data=data, weights=tiny_weights, frames=4, out=out), log=messages.append)
+    assert len(messages) == 2
+    result = json.loads((out / "eval.json").read_text())
+    assert result["window"] == 3
+    assert [(r["clip"], r["condition"], r["kind"], r["frames"], r["size"]) for r in result["rows"]] == [
+        ("pkg__av.mp4", "clean", "camera", 4, "96x64"),
+        ("pkg__av.mp4", "crf28", "camera", 4, "96x64"),
+    ]
+    for r in result["rows"]:
+        for method in ("bicubic", "lanczos", "network"):
+            assert 15 < r[method]["psnr"] < 60 and 0 < r[method]["ssim"] <= 1
+        assert r["gain_db"] == pytest.approx(r["network"]["psnr"] - r["lanczos"]["psnr"])
+    clean, crf = result["rows"]
+    assert crf["lanczos"]["psnr"] < clean["lanczos"]["psnr"]  # the codec costs quality
+    assert (out / "eval.md").read_text().strip() == table
+    assert sum(line.startswith("| **mean** |") for line in table.splitlines()) == 2
+    assert (out / "pkg__av_clean.png").is_file() and (out / "pkg__av_crf28.png").is_file()
+
+
+def test_evaluate_without_holdout_clips_is_an_error(tmp_path):
+    (tmp_path / "holdout").mkdir()
+    with pytest.raises(VsrError, match="hold-out"):
+        evaluate(EvalConfig(data=tmp_path, out=tmp_path / "out"))
