@@ -47,7 +47,11 @@ def _add_upscale_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vsr", description="Streaming x2 video super-resolution: decode -> sliding-window video SR -> encode, with Prometheus metrics.")
+    parser = argparse.ArgumentParser(
+        prog="vsr",
+        description="Streaming x2 video super-resolution: decode -> sliding-window video SR -> encode, with Prometheus metrics.",
+        epilog="Start with 'vsr demo', then 'vsr upscale IN OUT' (see 'vsr upscale --help' for --codec, --crf, --backend, --window, --metrics-port).",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
