@@ -118,6 +118,19 @@ def test_bad_option(options, mentions, clip_with_audio, tiny_weights, outdir):
     assert leftovers(outdir) == []
 
 
+def test_nvenc_without_nvidia_gpu_fails_before_decoding(clip_with_audio, tiny_weights, outdir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU, where NVENC may work")
+    if "h264_nvenc" not in av.codecs_available:
+        pytest.skip("this FFmpeg build has no h264_nvenc")
+    r = vsr("upscale", clip_with_audio, outdir / "out.mp4", "--weights", tiny_weights, "--codec", "h264_nvenc", cwd=outdir.parent)
+    assert_clean_error(r, mentions="cannot start encoder h264_nvenc")
+    assert "NVIDIA GPU" in r.stderr
+    assert leftovers(outdir) == []
+
+
 def test_missing_output_argument(clip_with_audio, tiny_weights, tmp_path):
     r = vsr("upscale", clip_with_audio, "--weights", tiny_weights, cwd=tmp_path)
     assert_clean_error(r, mentions="missing OUTPUT")

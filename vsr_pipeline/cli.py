@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None)
     train.add_argument("--output", type=Path, default=None, help="where the final weights go")
     train.add_argument("--threads", type=int, default=None)
+    train.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
+    train.add_argument("--lr", type=float, default=None, help="peak learning rate")
 
     ev = sub.add_parser("eval", help="Y-PSNR/SSIM of the network vs Lanczos and bicubic on the hold-out footage")
     ev.add_argument("--data", type=Path, default=Path("data/vsr"))
@@ -204,7 +206,7 @@ def cmd_train(args) -> int:
     from .train.trainer import TrainConfig, train
 
     cfg = TrainConfig.from_json(args.config) if args.config else TrainConfig()
-    overrides = {k: getattr(args, k) for k in ("data", "run", "steps", "output", "threads") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("data", "run", "steps", "output", "threads", "init", "lr") if getattr(args, k) is not None}
     cfg = dataclasses.replace(cfg, **overrides)
     if not (cfg.data / "train.npz").is_file():
         raise VsrError(f"no training data in {cfg.data}: run 'vsr data prepare --out {cfg.data}' first")

@@ -130,6 +130,7 @@ class AvSink:
         try:
             self._video = self._add_video(source, width, height, spec, tags, settings)
             self._copied = self._add_copies(source, log)
+            self._start(settings.codec)
         except BaseException:
             self.abort()
             raise
@@ -159,6 +160,15 @@ class AvSink:
         if settings.threads:
             ctx.thread_count = settings.threads
         return stream
+
+    def _start(self, codec: str) -> None:
+        """Open the encoders and write the header now, so a codec that cannot run here (NVENC
+        without an NVIDIA GPU, a bad option) fails before any decoding starts."""
+        try:
+            self._out.start_encoding()
+        except Exception as exc:
+            hint = " (NVENC needs an NVIDIA GPU with a video encoder and its driver)" if "nvenc" in codec else ""
+            raise OutputError(f"cannot start encoder {codec}: {getattr(exc, 'strerror', None) or exc}{hint}") from None
 
     def _add_copies(self, source: SourceInfo, log) -> dict[int, object]:
         copied = {}

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..colour import rgb_to_planes
 from ..models.vsrnet import VSRNet, VSRNetConfig
-from ..models.weights import save_weights
+from ..models.weights import load_network, save_weights
 from .dataset import Batch, ClipArrays
 from .prepare import CLIP_SPEC
 
@@ -40,6 +40,7 @@ class TrainConfig:
         val_every: steps between validations and checkpoints.
         seed: seed of the model init and the batch order.
         threads: torch CPU threads (0 keeps torch's default).
+        init: weights to start from (fine-tuning); their config replaces ``model``.
         model: network hyper-parameters.
     """
 
@@ -54,13 +55,14 @@ class TrainConfig:
     val_every: int = 500
     seed: int = 0
     threads: int = 0
+    init: Path | None = None
     model: VSRNetConfig = field(default_factory=VSRNetConfig)
 
     @staticmethod
     def from_json(path: Path) -> "TrainConfig":
         raw = json.loads(Path(path).read_text())
         model = VSRNetConfig(**raw.pop("model", {}))
-        for key in ("data", "run", "output"):
+        for key in ("data", "run", "output", "init"):
             if key in raw:
                 raw[key] = Path(raw[key])
         for key in ("windows", "window_weights"):
@@ -147,7 +149,11 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
     cfg.run.mkdir(parents=True, exist_ok=True)
     train_set = ClipArrays(cfg.data / "train.npz")
     val_set = ClipArrays(cfg.data / "val.npz")
-    net = VSRNet(cfg.model)
+    if cfg.init is not None:
+        net = load_network(cfg.init).train()
+        log(f"starting from {cfg.init}")
+    else:
+        net = VSRNet(cfg.model)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
@@ -183,7 +189,7 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
             with open(log_path, "a") as f:
                 f.write(json.dumps({"step": step, "loss": running, "lr": _lr_at(step, cfg), "elapsed_s": time.time() - started}) + "\n")
         if step % cfg.val_every == 0 or step == cfg.steps:
-            last = validate(net, val_set, cfg.model.window)
+            last = validate(net, val_set, net.config.window)
             with open(log_path, "a") as f:
                 f.write(json.dumps({"step": step, **last}) + "\n")
             log(f"step {step}/{cfg.steps} loss {running:.5f} val Y-PSNR {last['val_psnr']:.2f} dB (bicubic {last['val_psnr_bicubic']:.2f}, gain {last['val_gain_db']:+.2f})")
