@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .colour import ColourSpec, planes_to_rgb, quantise, rgb_to_planes
 from .engines.base import Backend
-from .io.frames import Picture
+from .io.frames import Picture, planes_tensor
 from .models.vsrnet import SIZE_MULTIPLE
 from .window import SlidingWindow
 
@@ -28,11 +28,6 @@ class _Entry:
     rgb: torch.Tensor  # (1, 3, Hp, Wp), padded to SIZE_MULTIPLE
     feat: torch.Tensor
     flow_feat: torch.Tensor
-
-
-def planes_tensor(plane: np.ndarray) -> torch.Tensor:
-    """``(H, W)`` integer plane -> ``(1, 1, H, W)`` float32 tensor of code values."""
-    return torch.from_numpy(plane.astype(np.float32, copy=False)).view(1, 1, *plane.shape)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> torch.Tensor:

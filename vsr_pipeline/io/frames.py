@@ -6,12 +6,14 @@ here); :func:`picture_from_frame` and :func:`frame_from_planes` only copy sample
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from ..colour import ColourSpec, Matrix
+from ..colour import ColourSpec, Matrix, quantise
 from ..errors import InputError
 
 #: Planar Y'CbCr formats used as they are: name -> (bit depth, (sx, sy), forced full range).
@@ -170,3 +172,32 @@ def frame_from_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, spec: ColourS
         frame.colorspace = tags.matrix
     frame.color_range = 2 if spec.full_range else 1
     return frame
+
+
+def planes_tensor(plane: np.ndarray) -> torch.Tensor:
+    """``(H, W)`` integer plane -> ``(1, 1, H, W)`` float32 tensor of code values."""
+    return torch.from_numpy(plane.astype(np.float32, copy=False)).view(1, 1, *plane.shape)
+
+
+def to_420_8bit(p: Picture, multiple: int = 4) -> Picture:
+    """The picture as 8-bit 4:2:0 (same matrix and range), cropped to a multiple of ``multiple``.
+
+    Used to make ground truth for training and evaluation from footage of any format.
+    """
+    h, w = p.height - p.height % multiple, p.width - p.width % multiple
+    spec = ColourSpec(p.spec.matrix, p.spec.full_range, 8, (2, 2))
+    # To 8-bit codes: limited range scales by 2^(depth-8); full range by 255 / max_code around
+    # the chroma midpoint.
+    sx, sy = p.spec.subsampling
+    y = planes_tensor(p.y[:h, :w])
+    u, v = (planes_tensor(c[: h // sy, : w // sx]) for c in (p.u, p.v))
+    if p.spec.full_range:
+        factor, mid = 255.0 / p.spec.max_code, float(1 << (p.spec.bit_depth - 1))
+        y, u, v = y * factor, (u - mid) * factor + 128.0, (v - mid) * factor + 128.0
+    else:
+        factor = 1.0 / (1 << (p.spec.bit_depth - 8))
+        y, u, v = y * factor, u * factor, v * factor
+    if (sx, sy) != (2, 2):
+        u, v = (F.avg_pool2d(c, (2 // sy, 2 // sx)) for c in (u, v))
+    y, u, v = (quantise(t, spec)[0, 0].numpy() for t in (y, u, v))
+    return replace(p, y=y, u=u, v=v, spec=spec)

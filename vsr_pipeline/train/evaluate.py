@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from ..classical import picture_to_rgb8, upscale_picture
 from ..colour import ColourSpec, quantise
 from ..engines.torch_backend import TorchBackend
-from ..io.frames import Picture
+from ..io.frames import Picture, planes_tensor, to_420_8bit
 from ..io.source import open_source
 from ..scenecut import SceneCutDetector
-from ..upscaler import VideoUpscaler, planes_tensor
+from ..upscaler import VideoUpscaler
 from . import degrade
 
 BORDER = 4
@@ -98,32 +98,12 @@ def ground_truth(path: Path, frames: int) -> list[Picture]:
     try:
         for item in source:
             if isinstance(item, Picture):
-                out.append(_to_420_8bit(item))
+                out.append(to_420_8bit(item))
                 if len(out) == frames:
                     break
     finally:
         source.close()
     return out
-
-
-def _to_420_8bit(p: Picture) -> Picture:
-    h, w = p.height - p.height % 4, p.width - p.width % 4
-    spec = ColourSpec(p.spec.matrix, p.spec.full_range, 8, (2, 2))
-    # To 8-bit codes: limited range scales by 2^(depth-8); full range by 255 / max_code around
-    # the chroma midpoint.
-    sx, sy = p.spec.subsampling
-    y = planes_tensor(p.y[:h, :w])
-    u, v = (planes_tensor(c[: h // sy, : w // sx]) for c in (p.u, p.v))
-    if p.spec.full_range:
-        factor, mid = 255.0 / p.spec.max_code, float(1 << (p.spec.bit_depth - 1))
-        y, u, v = y * factor, (u - mid) * factor + 128.0, (v - mid) * factor + 128.0
-    else:
-        factor = 1.0 / (1 << (p.spec.bit_depth - 8))
-        y, u, v = y * factor, u * factor, v * factor
-    if (sx, sy) != (2, 2):
-        u, v = (F.avg_pool2d(c, (2 // sy, 2 // sx)) for c in (u, v))
-    y, u, v = (quantise(t, spec)[0, 0].numpy() for t in (y, u, v))
-    return replace(p, y=y, u=u, v=v, spec=spec)
 
 
 def degrade_clip(truth: list[Picture], condition: str) -> list[Picture]:

