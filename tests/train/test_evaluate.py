@@ -14,9 +14,9 @@ from vsr_pipeline.colour import ColourSpec
 from vsr_pipeline.engines.torch_backend import TorchBackend
 from vsr_pipeline.errors import VsrError
 from vsr_pipeline.io.frames import Picture
+from vsr_pipeline.io.frames import to_420_8bit
 from vsr_pipeline.train.evaluate import (
     EvalConfig,
-    _to_420_8bit,
     degrade_clip,
     evaluate,
     format_table,
@@ -92,7 +92,7 @@ def test_to_420_8bit_from_10bit_422():
     y10 = (rng.integers(16, 236, (18, 22)) * 4).astype(np.uint16)
     u10 = (rng.integers(16, 241, (18, 11)) * 4).astype(np.uint16)
     pic = Picture(y=y10, u=u10, v=u10.copy(), spec=ColourSpec("bt709", False, 10, (2, 1)))
-    out = _to_420_8bit(pic)
+    out = to_420_8bit(pic)
     assert out.spec == ColourSpec("bt709", False, 8, (2, 2))
     assert out.y.shape == (16, 20) and out.u.shape == (8, 10)
     assert np.array_equal(out.y, (y10[:16, :20] // 4).astype(np.uint8))
@@ -179,3 +179,13 @@ def test_evaluate_without_holdout_clips_is_an_error(tmp_path):
     (tmp_path / "holdout").mkdir()
     with pytest.raises(VsrError, match="hold-out"):
         evaluate(EvalConfig(data=tmp_path, out=tmp_path / "out"))
+
+
+def test_to_420_8bit_full_range_10bit_maps_extremes_and_midpoint():
+    y10 = np.array([[0, 1023], [512, 1023]], dtype=np.uint16).repeat(2, 0).repeat(2, 1)
+    c10 = np.full((4, 4), 512, np.uint16)
+    pic = Picture(y=y10, u=c10, v=c10.copy(), spec=ColourSpec("bt709", True, 10, (1, 1)))
+    out = to_420_8bit(pic)
+    assert out.spec.full_range and out.spec.bit_depth == 8
+    assert out.y[0, 0] == 0 and out.y[0, 3] == 255 and out.y[3, 0] == 128  # 512 * 255 / 1023 = 127.6
+    assert np.all(out.u == 128) and np.all(out.v == 128)  # the chroma midpoint stays the midpoint
