@@ -173,6 +173,10 @@ def test_evaluate_end_to_end(tmp_path, clip_with_audio, tiny_weights):
     assert (out / "eval.md").read_text().strip() == table
     assert sum(line.startswith("| **mean** |") for line in table.splitlines()) == 2
     assert (out / "pkg__av_clean.png").is_file() and (out / "pkg__av_crf28.png").is_file()
+    from PIL import Image
+
+    with Image.open(out / "eval.png") as plot:  # the gain plot
+        assert plot.width > 300 and plot.height > 200
 
 
 def test_evaluate_without_holdout_clips_is_an_error(tmp_path):

@@ -193,7 +193,35 @@ def evaluate(cfg: EvalConfig, *, log=print) -> str:
     table = format_table(rows, window)
     (cfg.out / "eval.json").write_text(json.dumps({"window": window, "weights": str(cfg.weights or "default"), "rows": rows}, indent=2))
     (cfg.out / "eval.md").write_text(table + "\n")
+    plot_gains(rows, cfg.out / "eval.png")
     return table
+
+
+def plot_gains(rows: list[dict], out_png: Path) -> bool:
+    """Bar chart of Y-PSNR gain over Lanczos per clip and condition (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    clips = sorted({r["clip"] for r in rows})
+    conditions = sorted({r["condition"] for r in rows})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(clips)), 4))
+    width = 0.8 / len(conditions)
+    for i, condition in enumerate(conditions):
+        gains = {r["clip"]: r["gain_db"] for r in rows if r["condition"] == condition}
+        ax.bar([k + i * width for k in range(len(clips))], [gains.get(c, 0.0) for c in clips], width, label=condition)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks([k + width * (len(conditions) - 1) / 2 for k in range(len(clips))])
+    ax.set_xticklabels([c.split("__")[-1] for c in clips], rotation=30, ha="right")
+    ax.set_ylabel("Y-PSNR gain over Lanczos (dB)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return True
 
 
 def format_table(rows: list[dict], window: int) -> str:

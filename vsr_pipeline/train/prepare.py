@@ -63,7 +63,7 @@ class PrepareConfig:
     blur_prob: float = 0.25
     noise_prob: float = 0.25
     compress_prob: float = 0.0
-    crf_range: tuple[int, int] = (18, 30)
+    crf_range: tuple[int, int] = (18, 34)
     min_texture: float = 2.5
     video_clips_per_file: int = 16
     holdout_frames: int = 24
