@@ -1,32 +1,207 @@
-"""TensorRT backend (CUDA only).
+"""TensorRT backend (CUDA only), written against TensorRT 10's Python API.
 
-Importing this module does not import TensorRT; creating the backend does, lazily, and reports a
-clear error where it is missing. The engine build and runner are the work of the real-time GPU
-issue: until they land, requesting this backend says so instead of pretending.
+Importing this module imports neither TensorRT nor CUDA; creating the backend does, and reports a
+clear error where they are missing. Engines are built from the cached ONNX export
+(:mod:`.export`) in a chain of small steps (ONNX -> network -> engine bytes -> file), one engine
+per graph (``encode``, ``reconstruct``) and per input resolution, on first use; they are cached
+under ``engines/cache/trt-<key>.engine`` with a key made of everything that changes the build
+(:func:`engine_cache_key`), and a timing cache is reused across builds.
+
+Precision: fp16 with fp32 islands where fp16 loses accuracy: the flow head's output, the
+sampling grid and ``GridSample`` itself run in fp32 (``OBEY_PRECISION_CONSTRAINTS``).
+
+Buffers: outputs are PyTorch CUDA tensors allocated once per shape and bound by address; the
+engines are enqueued on PyTorch's current CUDA stream (``execute_async_v3``), so decode copies,
+inference and download overlap with the rest of the pipeline's CUDA work.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from ..errors import BackendUnavailable
+from ..models.weights import engines_dir, load_network
 from .base import Backend
+from .._files import file_sha256
+from .export import ENCODE_INPUTS, ENCODE_OUTPUTS, RECONSTRUCT_INPUTS, RECONSTRUCT_OUTPUTS, cached_onnx
+
+#: Largest window the reconstruct engine's optimisation profile admits.
+MAX_WINDOW = 7
+#: Layer types kept in fp32 (names of ``trt.LayerType`` members).
+FP32_LAYER_TYPES = ("GRID_SAMPLE",)
+
+
+@dataclass(frozen=True)
+class EngineBuild:
+    """Everything that changes an engine build (hashed into its cache key).
+
+    Attributes:
+        onnx_sha256: content hash of the ONNX graph.
+        shapes: ``{input: (min, opt, max)}`` shapes of the optimisation profile.
+        precision: ``fp16`` or ``fp32``.
+        tensorrt_version: ``tensorrt.__version__``.
+        gpu_name: ``torch.cuda.get_device_name()``.
+        compute_capability: e.g. ``"9.0"``.
+    """
+
+    onnx_sha256: str
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+    precision: str
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+
+
+def engine_cache_key(build: EngineBuild) -> str:
+    """A short hash of every field of ``build``: any change gives a different engine file."""
+    blob = json.dumps(asdict(build), sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def profile_shapes(graph: str, height: int, width: int, channels: int, flow_channels: int, window: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """Optimisation-profile shapes for one (padded) input resolution, batch 1.
+
+    The reconstruct engine admits windows from 1 to :data:`MAX_WINDOW` frames, optimised for
+    ``window``.
+    """
+    hq, wq = height // 4, width // 4
+    fixed = lambda shape: (shape, shape, shape)  # noqa: E731
+    if graph == "encode":
+        return {"rgb": fixed((1, 3, height, width))}
+    feats = ((1, 1, channels, height, width), (1, window, channels, height, width), (1, MAX_WINDOW, channels, height, width))
+    flows = ((1, 1, flow_channels, hq, wq), (1, window, flow_channels, hq, wq), (1, MAX_WINDOW, flow_channels, hq, wq))
+    return {
+        "rgb_centre": fixed((1, 3, height, width)),
+        "feat_centre": fixed((1, channels, height, width)),
+        "flow_feat_centre": fixed((1, flow_channels, hq, wq)),
+        "feats": feats,
+        "flow_feats": flows,
+    }
+
+
+def _import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise BackendUnavailable("backend tensorrt needs NVIDIA TensorRT's Python package (tensorrt), which is not installed; use --backend torch --device cuda") from None
+    return trt
+
+
+def build_engine(onnx_path: Path, shapes: dict, *, precision: str, timing_cache: Path, workspace_bytes: int = 4 << 30) -> bytes:
+    """ONNX file -> TensorRT network -> serialized engine bytes (needs TensorRT and a GPU)."""
+    trt = _import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendUnavailable(f"TensorRT cannot parse {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        keep = {getattr(trt.LayerType, name) for name in FP32_LAYER_TYPES if hasattr(trt.LayerType, name)}
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            if layer.type in keep:
+                layer.precision = trt.float32
+                for j in range(layer.num_outputs):
+                    layer.set_output_type(j, trt.float32)
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in shapes.items():
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendUnavailable(f"TensorRT failed to build an engine from {onnx_path.name}")
+    timing_cache.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    return bytes(serialized)
+
+
+class _Runner:
+    """One deserialized engine with its execution context and output buffers bound by address."""
+
+    def __init__(self, trt, engine_bytes: bytes) -> None:
+        self._trt = trt
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(engine_bytes)
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for name, tensor in inputs.items():
+            self.context.set_input_shape(name, tuple(tensor.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        results: dict[str, torch.Tensor] = {}
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            buffer = self._buffers.get(name)
+            if buffer is None or tuple(buffer.shape) != shape:
+                buffer = self._buffers[name] = torch.empty(shape, dtype=torch.float32, device="cuda")
+            self.context.set_tensor_address(name, buffer.data_ptr())
+            results[name] = buffer
+        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        return {name: r.clone() for name, r in results.items()}  # buffers are reused by the next call
 
 
 class TensorRTBackend(Backend):
-    """Placeholder that fails with a clear message (see module docstring)."""
+    """Runs the network as TensorRT engines on a CUDA GPU (see module docstring).
+
+    Args:
+        weights: safetensors weights (None for the shipped default).
+        device: must be ``cuda``.
+        precision: ``fp16`` (default; fp32 islands kept) or ``fp32``.
+    """
 
     name = "tensorrt"
 
-    def __init__(self, weights: Path | None = None, *, device: str = "cuda") -> None:
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            raise BackendUnavailable("backend tensorrt needs NVIDIA TensorRT's Python package (tensorrt), which is not installed; use --backend torch --device cuda") from None
-        raise BackendUnavailable("the TensorRT engine builder is not part of this version yet; use --backend torch --device cuda")
+    def __init__(self, weights: Path | None = None, *, device: str = "cuda", precision: str = "fp16") -> None:
+        self._trt = _import_tensorrt()
+        if device != "cuda" or not torch.cuda.is_available():
+            raise BackendUnavailable("backend tensorrt needs a CUDA GPU")
+        self.device = "cuda"
+        self.precision = precision
+        net = load_network(weights)
+        self.window = net.config.window
+        self._channels, self._flow_channels = net.config.channels, net.config.flow_channels
+        self._onnx = cached_onnx(weights)
+        self._cache = engines_dir() / "cache"
+        self._runners: dict[tuple[str, int, int], _Runner] = {}
 
-    def encode(self, rgb):  # pragma: no cover - never constructed
-        raise NotImplementedError
+    def _runner(self, graph: str, height: int, width: int) -> _Runner:
+        key = (graph, height, width)
+        if key not in self._runners:
+            onnx_path = self._onnx.encode if graph == "encode" else self._onnx.reconstruct
+            shapes = profile_shapes(graph, height, width, self._channels, self._flow_channels, self.window)
+            major, minor = torch.cuda.get_device_capability()
+            build = EngineBuild(file_sha256(onnx_path), shapes, self.precision, self._trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}")
+            path = self._cache / f"trt-{graph}-{engine_cache_key(build)}.engine"
+            if not path.is_file():
+                self._cache.mkdir(parents=True, exist_ok=True)
+                data = build_engine(onnx_path, shapes, precision=self.precision, timing_cache=self._cache / "trt-timing.cache")
+                tmp = path.with_suffix(".partial")
+                tmp.write_bytes(data)
+                tmp.replace(path)
+            self._runners[key] = _Runner(self._trt, path.read_bytes())
+        return self._runners[key]
 
-    def reconstruct(self, *args):  # pragma: no cover - never constructed
-        raise NotImplementedError
+    def encode(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb = rgb.to("cuda", torch.float32).contiguous()
+        out = self._runner("encode", *rgb.shape[-2:])({ENCODE_INPUTS[0]: rgb})
+        return out[ENCODE_OUTPUTS[0]], out[ENCODE_OUTPUTS[1]]
+
+    def reconstruct(self, rgb_centre, feat_centre, flow_feat_centre, feats, flow_feats) -> torch.Tensor:
+        tensors = (rgb_centre, feat_centre, flow_feat_centre, feats, flow_feats)
+        inputs = {name: t.to("cuda", torch.float32).contiguous() for name, t in zip(RECONSTRUCT_INPUTS, tensors)}
+        return self._runner("reconstruct", *rgb_centre.shape[-2:])(inputs)[RECONSTRUCT_OUTPUTS[0]]
