@@ -167,7 +167,7 @@ def evaluate(cfg: EvalConfig, *, log=print) -> str:
 
         raise VsrError(f"no hold-out clips in {cfg.data / 'holdout'}: run 'vsr data prepare' first")
     manifest = json.loads((cfg.data / "manifest.json").read_text())
-    kinds = {Path(e.get("copied_as", "")).name: e["kind"] for e in manifest["files"] if e["role"] == "holdout"}
+    kinds = {Path(e.get("copied_as", "")).name: e["kind"] for e in manifest["files"] if e["role"].startswith("holdout")}
     backend = TorchBackend(cfg.weights)
     window = cfg.window or backend.window
     cfg.out.mkdir(parents=True, exist_ok=True)
