@@ -174,9 +174,9 @@ def cmd_info(args) -> int:
     meta = read_metadata(path)
     if "trained_steps" in meta:
         print(f"trained: {meta['trained_steps']} steps on {meta.get('data', '?')}")
-    for name, (h, w) in {"720p": (720, 1280), "1080p": (1080, 1920), "2160p": (2160, 3840)}.items():
+    for name, (h, w) in {"720p -> 1440p": (720, 1280), "1080p -> 2160p": (1080, 1920)}.items():
         macs = count_macs(net, h, w, window)
-        print(f"cost per {name} input frame, window {window}: {macs / 1e12:.3f} TMAC ({macs / (h * w) / 1e3:.1f} kMAC per input pixel)")
+        print(f"cost per frame {name}, window {window}: {macs / 1e12:.3f} TMAC ({macs / (h * w) / 1e3:.1f} kMAC per input pixel)")
     backend, device, reason = resolve("auto", "auto")
     print(f"backend auto: {backend} on {device} ({reason}); torch {torch.__version__}, CUDA {'yes' if torch.cuda.is_available() else 'no'}")
     encoders = [c for c in ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1") if c in av.codecs_available]
