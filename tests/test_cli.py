@@ -266,3 +266,29 @@ def test_info_shipped_weights(tmp_path):
     _assert_info(r.stdout, default_weights_path())
     budget = float(next(line for line in r.stdout.splitlines() if "1080p -> 2160p" in line).split(": ")[1].split()[0])
     assert budget <= 1.5  # the real-time budget: 1.5 TMAC per 1080p frame
+
+
+def test_progress_bar_on_a_terminal(clip_with_audio, tiny_weights, tmp_path):
+    """On a terminal (a real pseudo-terminal, which may report a size of 0 x 0) the bar shows
+    frames done / total and the rate; without a terminal there is no bar."""
+    import pty
+
+    master, slave = pty.openpty()
+    out = tmp_path / "bar.mp4"
+    proc = subprocess.Popen([*VSR, "upscale", str(clip_with_audio), str(out), "--weights", str(tiny_weights)], stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=120) == 0
+    os.close(master)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    assert "upscaling: 100%" in text and "50/50" in text and "frame/s" in text, text
+    r = vsr("upscale", clip_with_audio, tmp_path / "nobar.mp4", "--weights", tiny_weights, cwd=tmp_path)
+    assert r.returncode == 0 and "upscaling:" not in r.stderr

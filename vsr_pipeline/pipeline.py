@@ -341,6 +341,11 @@ def _progress_bar(total: int, enabled: bool | None):
     """A tqdm bar on a terminal (frames, fps, ETA); None when not wanted or not a terminal."""
     if enabled is False or (enabled is None and not sys.stderr.isatty()):
         return None
+    import shutil
+
     from tqdm import tqdm
 
-    return tqdm(total=total or None, unit="frame", desc="upscaling", dynamic_ncols=True, file=sys.stderr)
+    size = shutil.get_terminal_size((100, 20))
+    # Some terminals report 0 x 0; tqdm then draws an empty bar or none at all.
+    width, height = (size.columns if size.columns >= 40 else 100), (size.lines if size.lines >= 2 else 20)
+    return tqdm(total=total or None, unit="frame", desc="upscaling", ncols=width, nrows=height, file=sys.stderr)

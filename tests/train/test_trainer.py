@@ -142,3 +142,17 @@ def test_train_config_from_json(tmp_path):
     path.write_text(json.dumps({"steps": 7, "data": "d", "windows": [1, 3], "window_weights": [0.5, 0.5], "model": TINY.to_dict()}))
     cfg = TrainConfig.from_json(path)
     assert cfg.steps == 7 and cfg.data == Path("d") and cfg.windows == (1, 3) and cfg.model == TINY
+
+
+@pytest.mark.parametrize("name", ["vsrnet_x2_clean.json", "vsrnet_x2_mixed.json"])
+def test_shipped_recipes_load(name):
+    """The recipes that made the shipped weights parse into a TrainConfig."""
+    from pathlib import Path
+
+    import vsr_pipeline.train as train_pkg
+    from vsr_pipeline.train.trainer import TrainConfig
+
+    cfg = TrainConfig.from_json(Path(train_pkg.__file__).parent / "configs" / name)
+    assert cfg.steps == 5000 and cfg.windows == (1, 3, 5) and cfg.model.window == 3
+    assert isinstance(cfg.data, Path)
+    assert (cfg.init is not None) == (name == "vsrnet_x2_mixed.json")
