@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--weights", type=Path, default=None)
     ev.add_argument("--window", type=int, default=None)
     ev.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
-    ev.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for the table and PNG crops")
+    ev.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for the table, plot and PNG crops")
+    ev.add_argument("--conditions", nargs="+", choices=("clean", "crf28"), default=["clean", "crf28"], help="input conditions (default: both)")
     return parser
 
 
@@ -218,7 +219,8 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .train.evaluate import EvalConfig, evaluate
 
-    report = evaluate(EvalConfig(data=args.data, weights=args.weights, window=args.window, frames=args.frames, out=args.out), log=_log)
+    cfg = EvalConfig(data=args.data, weights=args.weights, window=args.window, frames=args.frames, out=args.out, conditions=tuple(args.conditions))
+    report = evaluate(cfg, log=_log)
     print(report)
     return 0
 
