@@ -144,15 +144,30 @@ def test_train_config_from_json(tmp_path):
     assert cfg.steps == 7 and cfg.data == Path("d") and cfg.windows == (1, 3) and cfg.model == TINY
 
 
-@pytest.mark.parametrize("name", ["vsrnet_x2_clean.json", "vsrnet_x2_mixed.json"])
+@pytest.mark.parametrize("name", ["vsrnet_x2_clean.json", "vsrnet_x2_mixed.json", "vsrnet_x2_flow.json"])
 def test_shipped_recipes_load(name):
-    """The recipes that made the shipped weights parse into a TrainConfig."""
+    """The recipes behind the shipped weights parse into a TrainConfig."""
     from pathlib import Path
 
     import vsr_pipeline.train as train_pkg
     from vsr_pipeline.train.trainer import TrainConfig
 
     cfg = TrainConfig.from_json(Path(train_pkg.__file__).parent / "configs" / name)
-    assert cfg.steps == 5000 and cfg.windows == (1, 3, 5) and cfg.model.window == 3
+    assert cfg.steps in (2000, 5000) and cfg.windows == (1, 3, 5) and cfg.model.window == 3
     assert isinstance(cfg.data, Path)
-    assert (cfg.init is not None) == (name == "vsrnet_x2_mixed.json")
+    assert (cfg.init is not None) == (name != "vsrnet_x2_clean.json")
+    assert (cfg.flow_loss_weight > 0) == (name == "vsrnet_x2_flow.json")
+
+
+def test_flow_loss_prefers_the_true_motion():
+    """Known answer: neighbours shifted by +-1 pixel are matched by flow (+-1, 0), not by zero."""
+    from vsr_pipeline.train.trainer import flow_loss
+
+    torch.manual_seed(0)
+    base = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 40, 48), 3, 1, 1)  # smooth texture
+    centre = base[..., 4:36, 4:44]
+    frames = torch.stack([base[..., 4:36, 3:43], centre, base[..., 4:36, 5:45]], dim=1)  # (1, 3, 3, 32, 40)
+    true = torch.zeros(1, 3, 2, 8, 10)
+    true[:, 0, 0], true[:, 2, 0] = 1.0, -1.0  # the centre's pixel x is at x + 1 in frame 0, x - 1 in frame 2
+    zero = torch.zeros_like(true)
+    assert flow_loss(frames, true) < 0.5 * flow_loss(frames, zero)

@@ -142,6 +142,21 @@ class VSRNet(nn.Module):
         feat = F.leaky_relu(self.head(rgb), 0.1)
         return self.encoder(feat), self.flow_encoder(rgb)
 
+    def estimate_flow(self, flow_feat_centre: torch.Tensor, flow_feats: torch.Tensor) -> torch.Tensor:
+        """Flow from the centre frame to every window frame, at 1/4 resolution.
+
+        Args:
+            flow_feat_centre: ``(N, Cf, H/4, W/4)``.
+            flow_feats: ``(N, T, Cf, H/4, W/4)``.
+
+        Returns:
+            ``(N, T, 2, H/4, W/4)`` displacements in full-resolution (input) pixels.
+        """
+        n, t, cf, hq, wq = flow_feats.shape
+        centre_q = flow_feat_centre.unsqueeze(1).expand(n, t, cf, hq, wq).reshape(n * t, cf, hq, wq)
+        flow_q = self.flow_head(torch.cat([centre_q, flow_feats.reshape(n * t, cf, hq, wq)], dim=1))
+        return flow_q.reshape(n, t, 2, hq, wq)
+
     def reconstruct(
         self,
         rgb_centre: torch.Tensor,
@@ -163,10 +178,7 @@ class VSRNet(nn.Module):
             ``(N, 3, 2H, 2W)`` float RGB.
         """
         n, t, c, height, width = feats.shape
-        cf, hq, wq = flow_feats.shape[2:]
-        centre_q = flow_feat_centre.unsqueeze(1).expand(n, t, cf, hq, wq).reshape(n * t, cf, hq, wq)
-        flow_q = self.flow_head(torch.cat([centre_q, flow_feats.reshape(n * t, cf, hq, wq)], dim=1))
-        flow = F.interpolate(flow_q, size=(height, width), mode="bilinear", align_corners=False)
+        flow = F.interpolate(self.estimate_flow(flow_feat_centre, flow_feats).flatten(0, 1), size=(height, width), mode="bilinear", align_corners=False)
         warped = flow_warp(feats.reshape(n * t, c, height, width), flow)
         centre = feat_centre.unsqueeze(1).expand(n, t, c, height, width).reshape(n * t, c, height, width)
         confidence = torch.sigmoid(self.mask_head(torch.cat([centre, warped], dim=1)))
@@ -179,18 +191,22 @@ class VSRNet(nn.Module):
         base = F.interpolate(rgb_centre, scale_factor=float(self.config.scale), mode="bicubic", align_corners=False)
         return base + residual
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, *, return_flow: bool = False):
         """Upscale the centre frame of each window (training and reference use).
 
         Args:
             frames: ``(N, T, 3, H, W)`` float RGB windows, centre at index ``T // 2``.
+            return_flow: also return the estimated flows (for the training's flow loss).
 
         Returns:
-            ``(N, 3, 2H, 2W)`` float RGB.
+            ``(N, 3, 2H, 2W)`` float RGB; with ``return_flow``, also ``(N, T, 2, H/4, W/4)`` flows.
         """
         n, t = frames.shape[:2]
         feat, flow_feat = self.encode(frames.flatten(0, 1))
         feats = feat.reshape(n, t, *feat.shape[1:])
         flow_feats = flow_feat.reshape(n, t, *flow_feat.shape[1:])
         mid = t // 2
-        return self.reconstruct(frames[:, mid], feats[:, mid], flow_feats[:, mid], feats, flow_feats)
+        out = self.reconstruct(frames[:, mid], feats[:, mid], flow_feats[:, mid], feats, flow_feats)
+        if return_flow:
+            return out, self.estimate_flow(flow_feats[:, mid], flow_feats)
+        return out

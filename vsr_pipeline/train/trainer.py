@@ -41,6 +41,9 @@ class TrainConfig:
         seed: seed of the model init and the batch order.
         threads: torch CPU threads (0 keeps torch's default).
         init: weights to start from (fine-tuning); their config replaces ``model``.
+        flow_loss_weight: weight of the photometric flow loss (:func:`flow_loss`), 0 to leave it
+            out. Trained through the SR loss alone the flow head of the shipped model learned no
+            motion; this loss alone did not fix that in a short fine-tune either (RESULTS.md).
         model: network hyper-parameters.
     """
 
@@ -56,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     init: Path | None = None
+    flow_loss_weight: float = 0.0
     model: VSRNetConfig = field(default_factory=VSRNetConfig)
 
     @staticmethod
@@ -83,6 +87,27 @@ def loss_fn(pred_rgb: torch.Tensor, batch: Batch) -> torch.Tensor:
     y, u, v = rgb_to_planes(pred_rgb, CLIP_SPEC)
     scale = 1 / 255.0
     return 2 * charbonnier(y * scale, batch.hr_y * scale) + charbonnier(u * scale, batch.hr_u * scale) + charbonnier(v * scale, batch.hr_v * scale)
+
+
+def flow_loss(frames: torch.Tensor, flow_q: torch.Tensor, smooth_weight: float = 0.05) -> torch.Tensor:
+    """Photometric loss that trains the flow head directly.
+
+    Each window frame, warped onto the centre with the predicted flow, should match the centre
+    frame (Charbonnier; robust to occlusions), plus a small first-order smoothness term.
+
+    Args:
+        frames: ``(N, T, 3, H, W)`` low-resolution RGB windows.
+        flow_q: ``(N, T, 2, H/4, W/4)`` flows from the centre to each frame, input pixels.
+    """
+    from ..models.vsrnet import flow_warp
+
+    n, t, _, height, width = frames.shape
+    flow = F.interpolate(flow_q.flatten(0, 1), size=(height, width), mode="bilinear", align_corners=False)
+    warped = flow_warp(frames.flatten(0, 1), flow)
+    centre = frames[:, t // 2 : t // 2 + 1].expand(n, t, 3, height, width).flatten(0, 1)
+    photometric = charbonnier(warped, centre)
+    smooth = (flow_q[..., 1:, :] - flow_q[..., :-1, :]).abs().mean() + (flow_q[..., :, 1:] - flow_q[..., :, :-1]).abs().mean()
+    return photometric + smooth_weight * smooth
 
 
 def y_psnr(pred_y: torch.Tensor, ref_y: torch.Tensor, border: int = 4, peak: float = 255.0) -> float:
@@ -178,7 +203,11 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
         batch = train_set.batch(idx, starts, window, augment=gen)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        loss = loss_fn(net(batch.lr_rgb), batch)
+        if cfg.flow_loss_weight > 0 and window > 1:
+            pred, flow_q = net(batch.lr_rgb, return_flow=True)
+            loss = loss_fn(pred, batch) + cfg.flow_loss_weight * flow_loss(batch.lr_rgb, flow_q)
+        else:
+            loss = loss_fn(net(batch.lr_rgb), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
