@@ -22,7 +22,9 @@ def resolve(backend: str, device: str) -> tuple[str, str, str]:
     """Decide ``(backend, device, reason)`` without loading anything heavy.
 
     ``auto`` prefers TensorRT on a CUDA GPU when it is installed, then PyTorch on CUDA; without a
-    GPU it prefers ONNX Runtime (faster than eager PyTorch on CPU), then PyTorch.
+    GPU it prefers ONNX Runtime, then PyTorch. On the 2-core development CPU the two CPU backends
+    measured within noise of each other, the order changing with size and run (RESULTS.md);
+    ONNX Runtime was faster in the whole pipeline at 640x360.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -42,7 +44,7 @@ def resolve(backend: str, device: str) -> tuple[str, str, str]:
             return "tensorrt", device, "TensorRT found on a CUDA GPU"
         return "torch", device, "CUDA GPU without TensorRT"
     if has_ort:
-        return "onnxruntime", device, "no GPU; ONNX Runtime is the fastest CPU backend"
+        return "onnxruntime", device, "no GPU; ONNX Runtime is the CPU default"
     return "torch", device, "no GPU and no onnxruntime"
 
 
