@@ -49,7 +49,8 @@ def load_network(path: Path | None = None) -> VSRNet:
 
     path = Path(path) if path is not None else default_weights_path()
     if not path.is_file():
-        raise ConfigError(f"weights file not found: {path}")
+        hint = " (installed without -e? set VSR_ENGINES_DIR to the project's engines/ folder, or pass --weights)" if path == default_weights_path() else ""
+        raise ConfigError(f"weights file not found: {path}{hint}")
     try:
         metadata = read_metadata(path)
         config = VSRNetConfig(**json.loads(metadata["config"]))
