@@ -112,7 +112,7 @@ class CountingBackend(Backend):
 
     def __init__(self, weights) -> None:
         self.inner = TorchBackend(weights)
-        self.window = self.inner.window
+        self.config = self.inner.config
         self.encodes = 0
         self.reconstructs: list[int] = []  # window length of each call
 

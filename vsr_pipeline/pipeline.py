@@ -25,6 +25,7 @@ from .io.frames import Picture
 from .io.sink import EncoderSettings, Sink, check_encoder, open_sink, output_spec
 from .io.source import Passthrough, Source, open_source
 from .metrics import MetricsServer, PipelineMetrics
+from .models.vsrnet import VSRNetConfig
 from .scenecut import SceneCutDetector
 from .upscaler import VideoUpscaler
 
@@ -288,7 +289,7 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
         window = config.window or backend.window
         metrics.backend_info.labels(backend.name, backend.device).set(1)
         metrics.input_frames.set(info.frames)
-        metrics.macs.set(_macs_per_frame(config.weights, info.height, info.width, window))
+        metrics.macs.set(_macs_per_frame(backend.config, info.height, info.width, window))
         if config.metrics_port is not None:
             server = MetricsServer(metrics.registry, port=config.metrics_port, host=config.metrics_host)
             log(f"metrics: http://{server.host}:{server.port}/metrics")
@@ -330,11 +331,12 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
             backend.close()
 
 
-def _macs_per_frame(weights: Path | None, height: int, width: int, window: int) -> float:
+def _macs_per_frame(model: VSRNetConfig, height: int, width: int, window: int) -> float:
+    """MACs per frame of the backend's network (counted on a fresh net of the same shape)."""
     from .models.macs import count_macs
-    from .models.weights import load_network
+    from .models.vsrnet import VSRNet
 
-    return count_macs(load_network(weights), height, width, window)
+    return count_macs(VSRNet(model), height, width, window)
 
 
 def _progress_bar(total: int, enabled: bool | None):

@@ -12,6 +12,8 @@ from typing import Literal
 
 import torch
 
+from ..models.vsrnet import VSRNetConfig
+
 BackendName = Literal["auto", "tensorrt", "torch", "onnxruntime"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
@@ -22,12 +24,17 @@ class Backend(ABC):
     Attributes:
         name: backend name (``torch``, ``onnxruntime``, ``tensorrt``).
         device: ``cpu`` or ``cuda``.
-        window: the network's default temporal window.
+        config: the network's hyper-parameters (from the weights file).
     """
 
     name: str
     device: str
-    window: int
+    config: VSRNetConfig
+
+    @property
+    def window(self) -> int:
+        """The network's default temporal window."""
+        return self.config.window
 
     @abstractmethod
     def encode(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

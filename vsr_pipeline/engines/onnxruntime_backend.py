@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import BackendUnavailable
-from ..models.weights import load_network
+from ..models.weights import load_config
 from .base import Backend
 from .export import cached_onnx
 
@@ -35,7 +35,7 @@ class OnnxRuntimeBackend(Backend):
                 raise BackendUnavailable("--backend onnxruntime --device cuda needs onnxruntime-gpu (CUDAExecutionProvider)")
             providers.insert(0, "CUDAExecutionProvider")
         self.device = device
-        self.window = load_network(weights).config.window
+        self.config = load_config(weights)
         models = cached_onnx(weights)
         options = ort.SessionOptions()
         options.log_severity_level = 3

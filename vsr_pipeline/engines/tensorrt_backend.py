@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BackendUnavailable
-from ..models.weights import engines_dir, load_network
+from ..models.weights import engines_dir, load_config
 from .base import Backend
 from .._files import file_sha256
 from .export import ENCODE_INPUTS, ENCODE_OUTPUTS, RECONSTRUCT_INPUTS, RECONSTRUCT_OUTPUTS, cached_onnx
@@ -172,9 +172,8 @@ class TensorRTBackend(Backend):
             raise BackendUnavailable("backend tensorrt needs a CUDA GPU")
         self.device = "cuda"
         self.precision = precision
-        net = load_network(weights)
-        self.window = net.config.window
-        self._channels, self._flow_channels = net.config.channels, net.config.flow_channels
+        self.config = load_config(weights)
+        self._channels, self._flow_channels = self.config.channels, self.config.flow_channels
         self._onnx = cached_onnx(weights)
         self._cache = engines_dir() / "cache"
         self._runners: dict[tuple[str, int, int], _Runner] = {}

@@ -26,7 +26,7 @@ class TorchBackend(Backend):
             raise BackendUnavailable("--device cuda: PyTorch sees no CUDA GPU on this machine")
         self.device = device
         self.net = load_network(weights).to(device)
-        self.window = self.net.config.window
+        self.config = self.net.config
 
     @torch.inference_mode()
     def encode(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

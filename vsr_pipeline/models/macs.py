@@ -9,7 +9,6 @@ measured once on a small input and scaled.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .vsrnet import SIZE_MULTIPLE, VSRNet

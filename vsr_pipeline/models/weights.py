@@ -43,19 +43,31 @@ def read_metadata(path: Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def load_network(path: Path | None = None) -> VSRNet:
-    """Build a :class:`VSRNet` from a weights file (the shipped default when ``path`` is None)."""
-    from safetensors.torch import load_file
-
+def _existing(path: Path | None) -> Path:
     path = Path(path) if path is not None else default_weights_path()
     if not path.is_file():
         hint = " (installed without -e? set VSR_ENGINES_DIR to the project's engines/ folder, or pass --weights)" if path == default_weights_path() else ""
         raise ConfigError(f"weights file not found: {path}{hint}")
+    return path
+
+
+def load_config(path: Path | None = None) -> VSRNetConfig:
+    """The network config stored in a weights file's header (the tensors are not read)."""
+    path = _existing(path)
     try:
-        metadata = read_metadata(path)
-        config = VSRNetConfig(**json.loads(metadata["config"]))
-        net = VSRNet(config)
-        net.load_state_dict(load_file(str(path)))
+        return VSRNetConfig(**json.loads(read_metadata(path)["config"]))
     except Exception as exc:  # safetensors raises its own SafetensorError; bad configs TypeError
+        raise ConfigError(f"cannot load weights {path}: {type(exc).__name__}: {exc}") from None
+
+
+def load_network(path: Path | None = None) -> VSRNet:
+    """Build a :class:`VSRNet` from a weights file (the shipped default when ``path`` is None)."""
+    from safetensors.torch import load_file
+
+    path = _existing(path)
+    net = VSRNet(load_config(path))
+    try:
+        net.load_state_dict(load_file(str(path)))
+    except Exception as exc:  # a truncated file, or tensors that do not fit the config
         raise ConfigError(f"cannot load weights {path}: {type(exc).__name__}: {exc}") from None
     return net.eval()

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..classical import picture_to_rgb8, upscale_picture
-from ..colour import ColourSpec, quantise
+from ..colour import quantise
 from ..engines.torch_backend import TorchBackend
 from ..io.frames import Picture, planes_tensor, to_420_8bit
 from ..io.source import open_source
