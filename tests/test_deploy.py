@@ -613,6 +613,10 @@ def test_k8s_workloads():
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         mounts = {m["name"] for m in c["volumeMounts"]}
         assert mounts <= {v["name"] for v in spec["volumes"]}
+        if kind == "deployment":  # a live stream: probes on the endpoints `vsr stream` serves
+            assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+            assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+            assert "://" in next(e["value"] for e in c["env"] if e["name"] == "VSR_INPUT")
     for name in ("job.yaml", "deployment.yaml"):
         assert re.search(r"#\s*nvidia\.com/gpu:\s*1", (K8S / name).read_text()), name
 

@@ -41,9 +41,10 @@ def http_get(url: str, timeout: float = 2.0) -> str:
         return r.read().decode()
 
 
-def documented_metrics() -> dict[str, str]:
-    """name -> type, from the table in the metrics module's docstring."""
-    rows = re.findall(r"^``(vsr_\w+)(?:\{[\w,]*\})?``\s*(counter|gauge|histogram)\b", metrics_module.__doc__, re.M)
+def documented_metrics(live: bool = False) -> dict[str, str]:
+    """name -> type, from the tables in the metrics module's docstring (the live table too if ``live``)."""
+    doc = metrics_module.__doc__ if live else metrics_module.__doc__.split("Live streams")[0]
+    rows = re.findall(r"^``(vsr_\w+)(?:\{[\w,]*\})?``\s*(counter|gauge|histogram)\b", doc, re.M)
     assert len(rows) >= 10, "the metrics table in vsr_pipeline/metrics.py could not be read"
     return dict(rows)
 

@@ -11,8 +11,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .colour import planes_to_rgb
-from .io.frames import Picture, frame_from_planes, picture_from_frame
+from .colour import ColourSpec, planes_to_rgb
+from .io.frames import Picture, format_name, frame_from_planes, picture_from_frame
 
 Method = Literal["LANCZOS", "BICUBIC", "BILINEAR", "POINT"]
 
@@ -23,6 +23,24 @@ def upscale_picture(picture: Picture, scale: int = 2, method: Method = "LANCZOS"
     out = frame.reformat(width=picture.width * scale, height=picture.height * scale, interpolation=method)
     resized = picture_from_frame(out)
     return replace(picture, y=resized.y, u=resized.u, v=resized.v)
+
+
+def upscale_to(picture: Picture, spec: ColourSpec, scale: int = 2, method: Method = "LANCZOS") -> Picture:
+    """Resize by ``scale`` into planes described by ``spec`` (bit depth and subsampling may
+    differ from the input's; matrix and range are the input's), in one swscale call."""
+    frame = frame_from_planes(picture.y, picture.u, picture.v, picture.spec, picture.tags)
+    out = frame.reformat(width=picture.width * scale, height=picture.height * scale, format=format_name(spec), interpolation=method)
+    resized = picture_from_frame(out)
+    return replace(picture, y=resized.y, u=resized.u, v=resized.v, spec=spec)
+
+
+def black(width: int, height: int, spec: ColourSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y, U, V planes of a black picture (a slate) in ``spec``."""
+    dtype = np.uint8 if spec.bit_depth == 8 else np.uint16
+    shift = spec.bit_depth - 8
+    ch, cw = spec.chroma_size(height, width)
+    luma = 0 if spec.full_range else 16 << shift
+    return np.full((height, width), luma, dtype), np.full((ch, cw), 128 << shift, dtype), np.full((ch, cw), 128 << shift, dtype)
 
 
 def picture_to_rgb8(picture: Picture) -> np.ndarray:

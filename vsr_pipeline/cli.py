@@ -1,13 +1,18 @@
-"""Command line: ``vsr upscale``, ``vsr demo``, ``vsr info``, ``vsr data prepare``, ``vsr train``, ``vsr eval``.
+"""Command line: ``vsr upscale``, ``vsr stream``, ``vsr demo``, ``vsr info``, ``vsr data prepare``,
+``vsr train``, ``vsr eval``.
 
-Every problem the user can act on ends as one ``error: ...`` line on stderr and exit status 2;
-Ctrl-C ends with status 130 and no partial output. ``--debug`` shows tracebacks.
+Every problem the user can act on ends as one ``error: ...`` line on stderr and exit status 2.
+For files, Ctrl-C (status 130) and SIGTERM (143) leave no partial output. For live streams, SIGTERM
+and Ctrl-C drain: the frames already buffered are sent and the output is closed cleanly (status 0
+and 130); a second signal stops at once. ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import VsrError
@@ -22,28 +27,67 @@ examples:
 
 Audio and subtitle streams are copied without re-encoding; timestamps, frame count and colour
 tags are kept. The output is written under a temporary name and renamed when complete.
-INPUT and OUTPUT may also be URLs that FFmpeg opens (live protocols are the subject of a later
-release).
+A live INPUT URL (udp://, rtp://, srt://, rist://, rtmp://, rtsp://, tcp://) runs 'vsr stream'.
+"""
+
+_STREAM_EPILOG = """\
+examples:
+  vsr stream udp://127.0.0.1:5000 udp://127.0.0.1:6000           MPEG-TS over UDP in and out
+  vsr stream 'srt://0.0.0.0:9000?mode=listener' 'srt://cdn:9001'   SRT contribution in, SRT out
+  vsr stream rtmp://server/live/in out/live.m3u8 --hls-time 2     HLS segments + playlist
+  vsr stream udp://127.0.0.1:5000 record.ts --duration 60         record one minute
+
+Protocols: UDP, RTP (MPEG-TS payload), TCP, RTMP, RTSP (input) and HLS (output) go through PyAV's
+FFmpeg. SRT and RIST are not in PyAV's FFmpeg: they are bridged through the system 'ffmpeg'
+(Debian's has both), which receives or sends MPEG-TS over a pipe; streams are copied, not
+re-encoded, by the bridge.
+
+Real time: the output runs at the input's frame rate on its own clock. Each frame is sent
+--latency seconds after it was decoded; a frame the network cannot finish by then is upscaled
+classically (Lanczos) instead, and when the input stalls or disconnects the last frame (or black,
+--slate black) is repeated with silence while the input is reconnected with backoff. Timestamps
+stay monotonic; audio is re-encoded (AAC) in sync with the video. Every degraded, repeated or
+dropped frame is counted (Prometheus metrics, summary line). SIGTERM or Ctrl-C drains and closes
+the output cleanly; /healthz and /readyz are served beside /metrics.
 """
 
 
-def _add_upscale_options(p: argparse.ArgumentParser) -> None:
+def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> None:
+    """Options of ``vsr upscale``; without ``files``, only those that mean something for a live stream."""
     p.add_argument("--scale", type=int, default=2, help="upscaling factor (only 2)")
     p.add_argument("--codec", default="libx264", help="video encoder: libx264 (default), libx265, h264_nvenc/hevc_nvenc where FFmpeg and the GPU have NVENC")
     p.add_argument("--crf", type=int, default=18, help="constant quality (x264/x265 crf, NVENC cq); 0 with libx264 is lossless (default 18)")
     p.add_argument("--preset", default=None, help="encoder preset (e.g. medium, fast, p4 for NVENC)")
-    p.add_argument("--format", dest="container", default=None, metavar="FMT", help="output container (FFmpeg muxer name, e.g. mp4, matroska, mpegts); default: from OUTPUT's extension")
+    if files:
+        p.add_argument("--format", dest="container", default=None, metavar="FMT", help="output container (FFmpeg muxer name, e.g. mp4, matroska, mpegts); default: from OUTPUT's extension")
     p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "torch", "onnxruntime"), help="inference backend; auto picks the fastest available and says which (default)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the network runs (default: cuda if available)")
     p.add_argument("--window", type=int, default=None, metavar="T", help="temporal window, odd (default: the model's, 3)")
     p.add_argument("--weights", type=Path, default=None, help="model weights (.safetensors); default: engines/vsrnet_x2.safetensors")
     p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
-    p.add_argument("--queue", type=int, default=8, metavar="N", help="frames buffered between stages (default 8)")
+    if files:
+        p.add_argument("--queue", type=int, default=8, metavar="N", help="frames buffered between stages (default 8)")
     p.add_argument("--no-scene-cuts", action="store_true", help="do not detect scene cuts (windows may then mix shots)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="P", help="serve Prometheus metrics on this port (0: any free port)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for the metrics server (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
-    p.add_argument("--metrics-linger", type=float, default=0.0, metavar="S", help="keep serving metrics S seconds after the end, so a last scrape sees the final counts")
-    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar (auto: when stderr is a terminal)")
+    if files:
+        p.add_argument("--metrics-linger", type=float, default=0.0, metavar="S", help="keep serving metrics S seconds after the end, so a last scrape sees the final counts")
+        p.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar (auto: when stderr is a terminal)")
+
+
+def _add_live_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("live streams")
+    g.add_argument("--latency", type=float, default=1.0, metavar="S", help="latency budget: each frame is sent S seconds after it was decoded; what the network cannot finish by then is upscaled classically (default 1.0)")
+    g.add_argument("--keyint", type=float, default=2.0, metavar="S", help="seconds between keyframes (default 2)")
+    g.add_argument("--bitrate", default=None, metavar="RATE", help="video bitrate, e.g. 20M (capped VBR); default: constant quality --crf")
+    g.add_argument("--audio-bitrate", default="128k", metavar="RATE", help="AAC bitrate (default 128k)")
+    g.add_argument("--stall-timeout", type=float, default=1.0, metavar="S", help="seconds without input data before reconnecting (default 1)")
+    g.add_argument("--connect-timeout", type=float, default=30.0, metavar="S", help="give up if the first connection takes longer (0: wait forever; default 30)")
+    g.add_argument("--reconnect-max", type=float, default=5.0, metavar="S", help="longest delay between reconnection attempts (default 5)")
+    g.add_argument("--slate", choices=("repeat", "black"), default="repeat", help="what fills an input stall: the last frame (default) or black")
+    g.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of output (default: run until SIGTERM/Ctrl-C)")
+    g.add_argument("--hls-time", type=float, default=2.0, metavar="S", help="HLS segment length (default 2)")
+    g.add_argument("--hls-list-size", type=int, default=6, metavar="N", help="segments kept in the HLS playlist; 0 keeps all (default 6)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("input", nargs="?", help="input video (path or URL); omit to run the demo")
     up.add_argument("output", nargs="?", help="output video (path or URL)")
     _add_upscale_options(up)
+    _add_live_options(up)
+
+    st = sub.add_parser("stream", help="upscale a live stream x2 in real time", description="Upscale a live stream x2 in real time: bounded latency, graceful degradation, reconnects.", epilog=_STREAM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    st.add_argument("input", help="live input URL")
+    st.add_argument("output", help="output URL, HLS playlist (.m3u8) or file")
+    _add_upscale_options(st, files=False)
+    _add_live_options(st)
 
     demo = sub.add_parser("demo", help="upscale the bundled sample clip and write a side-by-side PNG")
     demo.add_argument("--out", type=Path, default=Path("vsr-demo"), help="output folder (default ./vsr-demo)")
@@ -130,7 +181,16 @@ def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a file job: handled like Ctrl-C (no partial output), exit status 143."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def cmd_upscale(args) -> int:
+    from .io.urls import parse_endpoint
     from .pipeline import run_upscale
 
     if args.input is None:
@@ -138,9 +198,75 @@ def cmd_upscale(args) -> int:
         return cmd_demo(args)
     if args.output is None:
         raise VsrError("missing OUTPUT: vsr upscale INPUT OUTPUT (or no arguments for the demo)")
-    summary = run_upscale(_upscale_config(args, args.input, args.output), log=_log, progress=_progress(args))
+    source, target = parse_endpoint(args.input, output=False), parse_endpoint(args.output, output=True)
+    if source.live:
+        return cmd_stream(args)
+    if target.live:
+        raise VsrError(f"{args.output}: a live output needs a live input (send a file live with: ffmpeg -re -i FILE -c copy -f mpegts udp://...)")
+    previous = _install(signal.SIGTERM, _raise_terminated)
+    try:
+        summary = run_upscale(_upscale_config(args, args.input, args.output), log=_log, progress=_progress(args))
+    finally:
+        _install(signal.SIGTERM, previous)
     print(summary.line())
     return 0
+
+
+def _install(signum, handler):
+    """Set a signal handler (main thread only); return the previous one."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _rate(text: str | None, option: str) -> int | None:
+    """'20M', '128k', '4000000' -> bits per second."""
+    if text is None:
+        return None
+    units = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+    try:
+        value = float(text[:-1]) * units[text[-1].lower()] if text[-1].lower() in units else float(text)
+    except (ValueError, IndexError):
+        raise VsrError(f"{option} {text}: not a bitrate (e.g. 20M, 128k)") from None
+    if value <= 0:
+        raise VsrError(f"{option} {text}: must be positive")
+    return int(value)
+
+
+def cmd_stream(args) -> int:
+    from .live.output import LiveEncoding
+    from .live.stream import StreamConfig, run_stream
+
+    encoding = LiveEncoding(
+        codec=args.codec, crf=args.crf, bitrate=_rate(args.bitrate, "--bitrate"), preset=args.preset,
+        audio_bitrate=_rate(args.audio_bitrate, "--audio-bitrate"), hls_time=args.hls_time, hls_list_size=args.hls_list_size,
+    )
+    config = StreamConfig(
+        input=args.input, output=args.output, encoding=encoding, keyint_seconds=args.keyint, latency=args.latency,
+        stall_timeout=args.stall_timeout, connect_timeout=args.connect_timeout, reconnect_max=args.reconnect_max,
+        slate=args.slate, duration=args.duration, backend=args.backend, device=args.device, window=args.window,
+        weights=args.weights, threads=args.threads, scene_cuts=not args.no_scene_cuts,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+    )
+    stop, halt = threading.Event(), threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum, frame) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            _log(f"{signal.Signals(signum).name}: draining (a second signal stops at once)")
+            stop.set()
+        else:
+            halt.set()
+
+    previous = {s: _install(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        summary = run_stream(config, log=_log, stop=stop, halt=halt)
+    finally:
+        for s, handler in previous.items():
+            _install(s, handler)
+    print(summary.line())
+    return 130 if signal.SIGINT in received else 0
 
 
 def cmd_demo(args) -> int:
@@ -228,7 +354,7 @@ def cmd_eval(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"upscale": cmd_upscale, "demo": cmd_demo, "info": cmd_info, "data": cmd_data, "train": cmd_train, "eval": cmd_eval}
+    commands = {"upscale": cmd_upscale, "stream": cmd_stream, "demo": cmd_demo, "info": cmd_info, "data": cmd_data, "train": cmd_train, "eval": cmd_eval}
     if args.command is None:
         parser.print_help()
         return 2
@@ -239,9 +365,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: no output written", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # an unexpected failure: one line, unless --debug
         if args.debug:
             raise

@@ -19,6 +19,27 @@ Metrics (names carry their unit; counters end in ``_total``):
 ``vsr_backend_info{backend,device}``gauge      1 for the backend in use
 ``vsr_model_macs_per_frame``        gauge      multiply-accumulates per frame at this input size
 ==================================  =========  =====================================================
+
+Live streams (:class:`LiveMetrics`) add:
+
+==========================================  =========  =============================================
+``vsr_end_to_end_latency_seconds``          histogram  input frame decoded -> its output frame sent
+``vsr_output_frames_total{kind}``           counter    frames sent: upscaled, classical, repeated
+``vsr_frames_degraded_total{reason}``       counter    frames not upscaled with the full window: engine_late,
+                                                       queue_full (classical), short_window (window 1)
+``vsr_frames_dropped_total{reason}``        counter    input frames never sent: duplicate_slot, late_input,
+                                                       output_behind, output_down
+``vsr_input_bytes_total``                   counter    bytes of demuxed input packets
+``vsr_input_bitrate_bps``                   gauge      input bitrate over the last 5 seconds
+``vsr_input_stalls_total``                  counter    input stalls and disconnects
+``vsr_input_reconnects_total``              counter    input connections re-established
+``vsr_input_connected``                     gauge      1 while input frames are arriving
+``vsr_output_reconnects_total``             counter    output connections re-established
+``vsr_latency_budget_seconds``              gauge      the configured latency budget
+==========================================  =========  =============================================
+
+The server also answers ``/healthz`` (the process is working: 200, else 503) and ``/readyz``
+(output is being produced from live input: 200, else 503 with the reason).
 """
 
 from __future__ import annotations
@@ -101,20 +122,123 @@ class PipelineMetrics:
         return int(self.frames.labels(stage)._value.get())
 
 
+class LiveMetrics(PipelineMetrics):
+    """:class:`PipelineMetrics` plus the metrics of live streams (see module docstring)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        r = self.registry
+        self.end_to_end = Histogram("vsr_end_to_end_latency_seconds", "Input frame decoded -> its output frame sent.", buckets=_LATENCY_BUCKETS, registry=r)
+        self.output_frames = Counter("vsr_output_frames", "Output frames by how they were made.", ["kind"], registry=r)
+        self.degraded = Counter("vsr_frames_degraded", "Frames not upscaled by the network with its full window.", ["reason"], registry=r)
+        self.dropped = Counter("vsr_frames_dropped", "Input frames that were never sent.", ["reason"], registry=r)
+        self.input_bytes = Counter("vsr_input_bytes", "Bytes of demuxed input packets.", registry=r)
+        self.stalls = Counter("vsr_input_stalls", "Input stalls and disconnects.", registry=r)
+        self.reconnects = Counter("vsr_input_reconnects", "Input connections re-established.", registry=r)
+        self.connected = Gauge("vsr_input_connected", "1 while input frames are arriving.", registry=r)
+        self.output_reconnects = Counter("vsr_output_reconnects", "Output connections re-established.", registry=r)
+        self.budget = Gauge("vsr_latency_budget_seconds", "Configured end-to-end latency budget.", registry=r)
+        for kind in ("upscaled", "classical", "repeated"):
+            self.output_frames.labels(kind)
+        for reason in ("engine_late", "queue_full", "short_window"):
+            self.degraded.labels(reason)
+        for reason in ("duplicate_slot", "late_input", "output_behind", "output_down"):
+            self.dropped.labels(reason)
+        self._bytes: collections.deque[tuple[float, int]] = collections.deque(maxlen=4096)
+        r.register(_BitrateCollector(self))
+
+    def input_packet(self, size: int) -> None:
+        """Count ``size`` bytes of input."""
+        self.input_bytes.inc(size)
+        with self._lock:
+            self._bytes.append((time.monotonic(), size))
+
+    def bitrate(self, horizon: float = 5.0) -> float:
+        """Input bits per second over the last ``horizon`` seconds."""
+        now = time.monotonic()
+        with self._lock:
+            recent = sum(size for t, size in self._bytes if now - t <= horizon)
+        return 8.0 * recent / horizon
+
+    def value(self, counter, *labels: str) -> float:
+        """Current value of a counter (for logs and tests)."""
+        return float((counter.labels(*labels) if labels else counter)._value.get())
+
+
+class _BitrateCollector:
+    def __init__(self, metrics: LiveMetrics) -> None:
+        self._m = metrics
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        yield GaugeMetricFamily("vsr_input_bitrate_bps", "Input bitrate over the last 5 seconds, bits per second.", value=self._m.bitrate())
+
+
+#: A health check: () -> (ok, reason).
+Check = Callable[[], tuple[bool, str]]
+
+
 class MetricsServer:
-    """Serves ``/metrics`` of a registry over HTTP until :meth:`close`."""
+    """Serves ``/metrics`` of a registry, ``/healthz`` and ``/readyz`` over HTTP until :meth:`close`.
 
-    def __init__(self, registry: CollectorRegistry, *, port: int, host: str = "127.0.0.1") -> None:
-        from prometheus_client import start_http_server
+    Args:
+        registry: what ``/metrics`` exposes.
+        port: TCP port (0: any free port; the chosen one is in :attr:`port`).
+        host: address to bind (loopback by default).
+        health: liveness check for ``/healthz`` (default: always healthy while serving).
+        ready: readiness check for ``/readyz`` (default: always ready).
+    """
 
+    def __init__(self, registry: CollectorRegistry, *, port: int, host: str = "127.0.0.1", health: Check | None = None, ready: Check | None = None) -> None:
+        from http.server import ThreadingHTTPServer
+
+        handler = _handler(registry, health or _always, ready or _always)
         try:
-            self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+            self._server = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
             from .errors import ConfigError
 
             raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="vsr-metrics", daemon=True)
+        self._thread.start()
         self.host, self.port = host, self._server.server_port
 
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _always() -> tuple[bool, str]:
+    return True, "ok"
+
+
+def _handler(registry: CollectorRegistry, health: Check, ready: Check):
+    from http.server import BaseHTTPRequestHandler
+
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/readyz"):
+                ok, reason = (health if path == "/healthz" else ready)()
+                self._send(200 if ok else 503, (reason + "\n").encode(), "text/plain; charset=utf-8")
+            else:
+                self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain; charset=utf-8")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args) -> None:  # noqa: A002 (http.server's signature)
+            pass  # scrapes every few seconds would flood the terminal
+
+    return Handler

@@ -69,6 +69,10 @@ class VideoUpscaler:
         """End of stream: upscale the frames still waiting for their windows."""
         return [self._run(w.frames) for w in self.window.flush()]
 
+    def reset(self) -> list[Picture]:
+        """Forget the window; return the input pictures that had not been upscaled yet."""
+        return [entry.picture for entry in self.window.reset()]
+
     def _enter(self, picture: Picture) -> _Entry:
         rgb = planes_to_rgb(planes_tensor(picture.y), planes_tensor(picture.u), planes_tensor(picture.v), picture.spec)
         rgb = pad_to_multiple(rgb)

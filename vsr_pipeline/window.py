@@ -62,6 +62,12 @@ class SlidingWindow(Generic[T]):
         self._shot, self._next = [], 0
         return out
 
+    def reset(self) -> list[T]:
+        """Drop everything held; return the frames that were still waiting for their window."""
+        waiting = self._shot[self._next :]
+        self._shot, self._next = [], 0
+        return waiting
+
     def _window(self, centre: int) -> Window[T]:
         last = len(self._shot) - 1
         idx = [min(max(centre + k, 0), last) for k in range(-self.radius, self.radius + 1)]

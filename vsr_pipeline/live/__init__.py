@@ -1,0 +1,1 @@
+"""Live streams: real-time pacing, graceful degradation, reconnects (see :mod:`.stream`)."""

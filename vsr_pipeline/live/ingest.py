@@ -1,0 +1,273 @@
+"""Live input: connect, decode, and reconnect with backoff when the stream stalls or drops.
+
+:class:`LiveInput` turns a live URL into a never-ending sequence of events: decoded video pictures
+and audio samples (with their input timestamps and arrival times), and ``Stall`` events when the
+input goes silent or disconnects. Placing them on the output timeline is the pipeline's job
+(:mod:`.stream`).
+
+PyAV's FFmpeg reads UDP, RTP (MPEG-TS payload), TCP, RTMP and RTSP directly; SRT and RIST come
+through a system FFmpeg bridge (:mod:`..io.bridge`). Either way a read that waits longer than
+``stall_timeout`` ends the connection, and the next one is opened after a backoff delay that
+doubles from ``backoff_min`` to ``backoff_max``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import InputError
+from ..io.bridge import Bridge, ingest_command
+from ..io.frames import Picture, picture_from_frame
+from ..io.rtp import RtpTsReader
+from ..io.urls import Endpoint
+from .audio import CHANNELS, RATE
+
+#: Demuxer options for live inputs: probe briefly, and drop (``nobuffer``) the packets read while
+#: probing; replayed in a burst, they would add their duration to the latency for good, since
+#: the output clock is set by the first frame's arrival.
+_PROBE = {"analyzeduration": "500000", "probesize": "500000", "fflags": "nobuffer"}
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    """What the first connection revealed; the output is opened with it.
+
+    Attributes:
+        width, height: picture size (later connections are scaled to it if they differ).
+        rate: frame rate (frames per second).
+        audio: the input carries audio.
+        codec: video codec name.
+    """
+
+    width: int
+    height: int
+    rate: Fraction
+    audio: bool
+    codec: str
+
+
+@dataclass
+class VideoEvent:
+    """A decoded picture. ``seconds``: its input timestamp; ``arrival``: monotonic time decoded."""
+
+    picture: Picture
+    seconds: float
+    arrival: float
+
+
+@dataclass
+class AudioEvent:
+    """Decoded audio ``(CHANNELS, n)`` float32 at :data:`~.audio.RATE` Hz starting at ``seconds`` (input time)."""
+
+    samples: np.ndarray
+    seconds: float
+
+
+@dataclass
+class Connected:
+    """A connection was (re-)established; ``first`` for the very first one."""
+
+    first: bool
+    format: StreamFormat
+
+
+@dataclass
+class Stall:
+    """The input went silent or disconnected (``reason``); a reconnect follows."""
+
+    reason: str
+
+
+Event = VideoEvent | AudioEvent | Connected | Stall
+
+
+class LiveInput:
+    """A live input that reconnects forever (after the first connection).
+
+    Args:
+        endpoint: the input.
+        stall_timeout: seconds without data before the connection is given up.
+        connect_timeout: seconds to wait for the first connection (0: forever).
+        backoff_min, backoff_max: reconnect delays, seconds.
+        on_bytes: called with the size of every demuxed packet (bitrate metric).
+        log: one-line messages.
+    """
+
+    def __init__(self, endpoint: Endpoint, *, stall_timeout: float = 1.0, connect_timeout: float = 30.0, backoff_min: float = 0.25, backoff_max: float = 5.0, on_bytes: Callable[[int], None] = lambda n: None, log: Callable[[str], None] = print) -> None:
+        self.endpoint = endpoint
+        self.stall_timeout = stall_timeout
+        self.connect_timeout = connect_timeout
+        self.backoff_min, self.backoff_max = backoff_min, backoff_max
+        self.on_bytes = on_bytes
+        self.log = log
+        self.format: StreamFormat | None = None
+        self.decode_errors = 0
+        self._bridge: Bridge | None = None
+        self._reader = None  # the bridge's pipe reader, if bridged
+        self._container = None
+
+    # -- connection -----------------------------------------------------------------------------
+    def _open_once(self, stop: threading.Event):
+        import av
+
+        url = self.endpoint.name
+        if self.endpoint.bridged:
+            if self._bridge is None or not self._bridge.alive():
+                if self._bridge is not None:
+                    self._bridge.close(grace=0.1)
+                self._bridge = Bridge(ingest_command(url, self.endpoint.protocol), "in")
+            self._reader = self._bridge.reader(timeout=max(self.stall_timeout, 2.0), stop=stop)
+            try:
+                container = av.open(self._reader, "r", format="mpegts", options=dict(_PROBE))
+            except av.FFmpegError:
+                if self._reader.timed_out:
+                    raise TimeoutError from None
+                raise
+            self._reader.timeout = self.stall_timeout
+            return container
+        if self.endpoint.protocol == "rtp":
+            if self._reader is not None:
+                self._reader.close()
+            self._reader = RtpTsReader(url, timeout=max(self.stall_timeout, 2.0), stop=stop)
+            try:
+                container = av.open(self._reader, "r", format="mpegts", options=dict(_PROBE))
+            except av.FFmpegError:
+                if self._reader.timed_out:
+                    raise TimeoutError from None
+                raise
+            self._reader.timeout = self.stall_timeout
+            return container
+        return av.open(url, "r", options=dict(_PROBE), timeout=(max(self.stall_timeout, 2.0), self.stall_timeout))
+
+    def _connect(self, stop: threading.Event, first: bool, started: float):
+        """Open the input, retrying with backoff; None if ``stop`` was set first. Before the first
+        picture, give up ``connect_timeout`` seconds after ``started``."""
+        import av
+
+        delay = self.backoff_min
+        while not stop.is_set():
+            try:
+                container = self._open_once(stop)
+                if any(s.type == "video" for s in container.streams):
+                    return container
+                container.close()
+                reason = "no video stream"
+            except (av.FFmpegError, OSError, TimeoutError, ValueError) as exc:
+                reason = self._reason(exc)
+                if isinstance(exc, av.error.ProtocolNotFoundError) or "Protocol not found" in reason:
+                    raise InputError(f"cannot open {self.endpoint.name}: {reason}") from None
+            if self._bridge is not None and not self._bridge.alive() and self._bridge.last_error:
+                reason = f"{reason} ({self._bridge.last_error})"
+            if first and self.connect_timeout and time.monotonic() - started > self.connect_timeout:
+                raise InputError(f"no input from {self.endpoint.name} within {self.connect_timeout:g} s: {reason}")
+            self.log(f"input {self.endpoint.name}: {reason}; retrying in {delay:.2g} s")
+            stop.wait(delay)
+            delay = min(delay * 2, self.backoff_max)
+        return None
+
+    # -- events -----------------------------------------------------------------------------------
+    def events(self, stop: threading.Event) -> Iterator[Event]:
+        """Connect, decode, reconnect, until ``stop`` is set. The first connection's failure
+        (after ``connect_timeout``) raises :class:`InputError`; later ones only retry."""
+        first = True
+        started = time.monotonic()
+        while not stop.is_set():
+            container = self._connect(stop, first, started)
+            if container is None:
+                return
+            self._container = container
+            try:
+                yield from self._session(container, stop, first)
+                reason = f"no data for {self.stall_timeout:g} s" if self._reader is not None and self._reader.timed_out else "input ended"
+            except Exception as exc:  # any read/decode failure of a live input means: reconnect
+                reason = self._reason(exc)
+            finally:
+                self._container = None
+                container.close()
+            if self.format is None:  # nothing decoded yet: still waiting for the first picture
+                if self.connect_timeout and time.monotonic() - started > self.connect_timeout:
+                    raise InputError(f"{self.endpoint.name}: no video frame could be decoded within {self.connect_timeout:g} s ({reason})")
+                self.log(f"input {self.endpoint.name}: {reason} before the first picture; retrying")
+                stop.wait(self.backoff_min)
+                continue
+            first = False
+            if not stop.is_set():
+                yield Stall(reason)
+
+    def _session(self, container, stop: threading.Event, first: bool) -> Iterator[Event]:
+        import av
+
+        video = next(s for s in container.streams if s.type == "video")
+        video.codec_context.thread_type = "AUTO"
+        audio = next((s for s in container.streams if s.type == "audio"), None)
+        resampler = av.AudioResampler(format="fltp", layout="stereo" if CHANNELS == 2 else "mono", rate=RATE) if audio is not None else None
+        announced = False
+        early: list[AudioEvent] = []  # audio demuxed before the first picture: placed once it is
+        index = 0
+        for packet in container.demux([s for s in (video, audio) if s is not None]):
+            if stop.is_set():
+                return
+            if packet.size:
+                self.on_bytes(packet.size)
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:  # a damaged packet (lost datagrams): skip it, keep the connection
+                self.decode_errors += 1
+                continue
+            for frame in frames:
+                if packet.stream is video:
+                    if frame.pts is None:
+                        continue
+                    if not announced:
+                        announced = True
+                        fmt = self._format(video, audio)
+                        yield Connected(first, fmt)
+                    picture = picture_from_frame(self._fit(frame), index=index)
+                    index += 1
+                    yield VideoEvent(picture, float(frame.pts * frame.time_base), time.monotonic())
+                    yield from early
+                    early.clear()
+                elif resampler is not None and frame.pts is not None:
+                    seconds = float(frame.pts * frame.time_base)
+                    for out in resampler.resample(frame):
+                        samples = out.to_ndarray().reshape(CHANNELS, -1).astype(np.float32, copy=False)
+                        if announced:
+                            yield AudioEvent(samples, seconds)
+                        elif len(early) < 500:
+                            early.append(AudioEvent(samples, seconds))
+                        seconds += samples.shape[1] / RATE
+
+    def _reason(self, exc: BaseException) -> str:
+        """A one-line reason for a failed open or read."""
+        text = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip()
+        if "Immediate exit requested" in text or isinstance(exc, TimeoutError):  # PyAV's or the bridge's timeout
+            return f"no data for {self.stall_timeout:g} s"
+        return text
+
+    def _format(self, video, audio) -> StreamFormat:
+        if self.format is None:
+            ctx = video.codec_context
+            rate = video.average_rate or video.guessed_rate or Fraction(25)
+            self.format = StreamFormat(ctx.width, ctx.height, Fraction(rate).limit_denominator(1001), audio is not None, ctx.name)
+        return self.format
+
+    def _fit(self, frame):
+        """A frame of the first connection's size (a reconnect may bring another size)."""
+        fmt = self.format
+        if fmt is not None and (frame.width, frame.height) != (fmt.width, fmt.height):
+            frame = frame.reformat(width=fmt.width, height=fmt.height, interpolation="BICUBIC")
+        return frame
+
+    def close(self) -> None:
+        if isinstance(self._reader, RtpTsReader):
+            self._reader.close()
+            self._reader = None
+        if self._bridge is not None:
+            self._bridge.close(grace=0.5)
+            self._bridge = None

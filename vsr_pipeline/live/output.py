@@ -1,0 +1,322 @@
+"""Live output: encode video and audio at the pipeline's own clock and send them, reopening the
+connection with backoff when the receiver goes away.
+
+The caller gives every video frame its output index and every block of audio its first sample's
+index; timestamps are those indices, so they rise monotonically across reconnects. Where the
+output goes:
+
+* ``udp://``, ``tcp://``: MPEG-TS; ``rtp://``: MPEG-TS over RTP; ``rtmp://``: FLV (PyAV);
+* ``srt://``, ``rist://``: MPEG-TS piped into a system FFmpeg (:mod:`..io.bridge`);
+* ``NAME.m3u8``: HLS segments + playlist (segments are written to a temporary name and renamed,
+  so a player never sees half a segment; the playlist ends with ``#EXT-X-ENDLIST`` on close);
+* any other file: written as ``.NAME.vsr-partial.EXT`` and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .._files import partial_path
+from ..colour import ColourSpec
+from ..errors import OutputError
+from ..io.bridge import Bridge, egress_command
+from ..io.frames import ColourTags, Picture, format_name, frame_from_planes
+from ..io.urls import Endpoint
+from .audio import CHANNELS, RATE
+
+_AAC_FRAME = 1024
+
+
+@dataclass(frozen=True)
+class LiveEncoding:
+    """How a live output is encoded.
+
+    Attributes:
+        codec: video encoder (libx264, libx265, h264_nvenc, hevc_nvenc).
+        crf: constant quality when ``bitrate`` is None.
+        bitrate: video bits per second (capped VBR: maxrate = bitrate, buffer = 1 s), or None.
+        preset: encoder preset (None: ``veryfast`` for x264/x265).
+        keyint: frames between keyframes (every keyframe is an IDR; no scene-cut keyframes).
+        audio_bitrate: AAC bits per second.
+        hls_time: target HLS segment length, seconds.
+        hls_list_size: segments in the HLS playlist (0: all; else older segments are deleted).
+    """
+
+    codec: str = "libx264"
+    crf: int = 20
+    bitrate: int | None = None
+    preset: str | None = None
+    keyint: int = 50
+    audio_bitrate: int = 128_000
+    hls_time: float = 2.0
+    hls_list_size: int = 6
+
+
+def video_options(enc: LiveEncoding) -> dict[str, str]:
+    """Encoder options for low latency and a fixed keyframe interval."""
+    options: dict[str, str] = {}
+    if enc.codec in ("libx264", "libx265"):
+        options["preset"] = enc.preset or "veryfast"
+        options["tune"] = "zerolatency"
+        gop = f"keyint={enc.keyint}:min-keyint={enc.keyint}:scenecut=0"
+        if enc.codec == "libx264":
+            options["x264-params"] = gop
+        else:
+            options["x265-params"] = gop + ":log-level=error"
+        if enc.bitrate is None:
+            options["crf"] = str(enc.crf)
+    elif "nvenc" in enc.codec:
+        options.update({"preset": enc.preset or "p4", "tune": "ll", "forced-idr": "1", "zerolatency": "1"})
+        if enc.bitrate is None:
+            options.update({"rc": "vbr", "cq": str(max(enc.crf, 1))})
+    elif enc.preset:
+        options["preset"] = enc.preset
+    return options
+
+
+class LiveOutput:
+    """Encoder + muxer of a live output (see module docstring).
+
+    Args:
+        endpoint: where to send.
+        width, height: output picture size.
+        rate: frame rate; video timestamps are frame indices in units of ``1/rate``.
+        spec, tags: colour description of the pictures written.
+        audio: write an AAC stream (from :meth:`write_audio`).
+        encoding: encoder settings.
+        backoff_max: longest delay between reconnection attempts, seconds.
+        on_reconnect: called after a connection is re-established.
+        log: one-line messages.
+    """
+
+    def __init__(self, endpoint: Endpoint, *, width: int, height: int, rate: Fraction, spec: ColourSpec, tags: ColourTags, audio: bool, encoding: LiveEncoding, backoff_max: float = 5.0, on_reconnect: Callable[[], None] = lambda: None, log: Callable[[str], None] = print) -> None:
+        self.endpoint = endpoint
+        self.width, self.height, self.rate = width, height, rate
+        self.spec, self.tags = spec, tags
+        self.audio = audio
+        self.encoding = encoding
+        self.backoff_max = backoff_max
+        self.on_reconnect = on_reconnect
+        self.log = log
+        self.network = endpoint.protocol not in ("file", "hls")
+        self._target = Path(endpoint.name) if endpoint.protocol == "file" else None
+        self._tmp = partial_path(self._target) if self._target is not None else None
+        if endpoint.protocol == "hls":
+            folder = Path(endpoint.name).parent
+            if not folder.is_dir():
+                raise OutputError(f"output folder does not exist: {folder}")
+        self._out = None
+        self._bridge: Bridge | None = None
+        self._retry_at = 0.0
+        self._unconfirmed = False  # a bridge that has not reported bytes sent yet
+        self._delay = 0.25
+        self._opened_once = False
+        self._audio_fifo = np.zeros((CHANNELS, 0), np.float32)
+        self._audio_next: int | None = None  # sample index of the fifo's first sample
+        self.frames = 0
+        try:
+            self._open()  # a file or HLS folder that cannot be written is an error at once
+        except _Down as down:  # a receiver that is not there yet is retried
+            self._schedule_retry(down.reason)
+
+    # -- connection -------------------------------------------------------------------------------
+    def _open(self) -> None:
+        import av
+
+        name, container, options = self.endpoint.name, self.endpoint.container, {}
+        try:
+            if self.endpoint.bridged:
+                self._bridge = Bridge(egress_command(name, self.endpoint.protocol), "out")
+                out = av.open(self._bridge.writer(), "w", format="mpegts")
+            else:
+                if self.endpoint.protocol == "hls":
+                    stem = Path(name).with_suffix("")
+                    options = {
+                        "hls_time": f"{self.encoding.hls_time:g}",
+                        "hls_list_size": str(self.encoding.hls_list_size),
+                        "hls_segment_filename": f"{stem}_%05d.ts",
+                        "hls_flags": "temp_file+independent_segments" + ("+delete_segments" if self.encoding.hls_list_size else ""),
+                    }
+                elif self.endpoint.protocol == "udp" and "pkt_size" not in name:
+                    name += ("&" if "?" in name else "?") + "pkt_size=1316"  # 7 TS packets per datagram
+                target = str(self._tmp) if self._tmp is not None else name
+                out = av.open(target, "w", format=container, options=options, timeout=(5.0, 5.0) if self.network else None)
+            self._out = out
+            self._video = self._add_video(out)
+            self._audio = self._add_audio(out) if self.audio else None
+            out.start_encoding()
+        except Exception as exc:
+            self._close_quietly()
+            if self._tmp is not None:
+                self._tmp.unlink(missing_ok=True)
+            reason = (getattr(exc, "strerror", None) or str(exc)).strip()
+            if not self.network:
+                raise OutputError(f"cannot write {self.endpoint.name}: {reason}") from None
+            raise _Down(reason) from None
+        if self._bridge is not None:
+            # The bridge connects on its own: it is connected once it reports bytes sent.
+            self._unconfirmed = True
+        else:
+            self._connected()
+        self._audio_fifo = np.zeros((CHANNELS, 0), np.float32)
+        self._audio_next = None
+
+    def _connected(self) -> None:
+        self._unconfirmed = False
+        if self._opened_once:
+            self.on_reconnect()
+            self.log(f"output {self.endpoint.name}: reconnected")
+        self._opened_once = True
+
+    def _add_video(self, out):
+        enc = self.encoding
+        stream = out.add_stream(enc.codec, rate=self.rate)
+        ctx = stream.codec_context
+        stream.width, stream.height = self.width, self.height
+        stream.pix_fmt = format_name(self.spec)
+        ctx.time_base = Fraction(1) / self.rate
+        ctx.framerate = self.rate
+        ctx.gop_size = enc.keyint
+        ctx.color_primaries, ctx.color_trc, ctx.colorspace = self.tags.primaries, self.tags.transfer, self.tags.matrix
+        ctx.color_range = 2 if self.spec.full_range else 1
+        if enc.bitrate:
+            ctx.bit_rate = enc.bitrate
+        stream.options = video_options(enc) | ({"maxrate": str(enc.bitrate), "bufsize": str(enc.bitrate)} if enc.bitrate else {})
+        return stream
+
+    def _add_audio(self, out):
+        stream = out.add_stream("aac", rate=RATE)
+        ctx = stream.codec_context
+        ctx.layout = "stereo" if CHANNELS == 2 else "mono"
+        ctx.format = "fltp"
+        ctx.bit_rate = self.encoding.audio_bitrate
+        ctx.time_base = Fraction(1, RATE)
+        return stream
+
+    def _ready(self) -> bool:
+        """Is the output open (reopening it if a retry is due)?"""
+        if self._out is not None:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        try:
+            self._open()
+            return True
+        except _Down as down:
+            self._schedule_retry(down.reason)
+            return False
+
+    def _schedule_retry(self, reason: str) -> None:
+        if self._bridge is not None and self._bridge.last_error:
+            reason = f"{reason} ({self._bridge.last_error})"
+        self.log(f"output {self.endpoint.name}: {reason}; retrying in {self._delay:.2g} s")
+        self._retry_at = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, self.backoff_max)
+
+    def _fail(self, exc: BaseException) -> None:
+        reason = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip()
+        if not self.network:
+            self.abort()
+            raise OutputError(f"writing {self.endpoint.name} failed: {reason}") from None
+        self._close_quietly()
+        self._schedule_retry(reason)
+
+    # -- writing ----------------------------------------------------------------------------------
+    def write_video(self, picture: Picture, index: int) -> bool:
+        """Encode and send ``picture`` as frame ``index``; False if the output is down."""
+        if not self._ready():
+            return False
+        if self._bridge is not None:
+            if not self._bridge.alive():  # PyAV would not notice the broken pipe
+                self._fail(ConnectionError("the receiver is gone" if not self._unconfirmed else "cannot connect"))
+                return False
+            if self._unconfirmed and self._bridge.bytes_sent > 0:
+                self._connected()
+        frame = frame_from_planes(picture.y, picture.u, picture.v, self.spec, self.tags)
+        frame.pts = index
+        frame.time_base = Fraction(1) / self.rate
+        try:
+            for packet in self._video.encode(frame):
+                self._out.mux(packet)
+        except Exception as exc:
+            self._fail(exc)
+            return False
+        self.frames += 1
+        return True
+
+    def write_audio(self, samples: np.ndarray, start: int) -> None:
+        """Queue audio ``(CHANNELS, n)`` starting at sample ``start``; send whole AAC frames."""
+        if self._audio is None or self._out is None:
+            return
+        if self._audio_next is None:
+            self._audio_next = start
+        self._audio_fifo = np.concatenate([self._audio_fifo, samples.astype(np.float32, copy=False)], axis=1)
+        import av
+
+        while self._audio_fifo.shape[1] >= _AAC_FRAME and self._out is not None:
+            block, self._audio_fifo = self._audio_fifo[:, :_AAC_FRAME], self._audio_fifo[:, _AAC_FRAME:]
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout="stereo" if CHANNELS == 2 else "mono")
+            frame.sample_rate = RATE
+            frame.pts = self._audio_next
+            frame.time_base = Fraction(1, RATE)
+            self._audio_next += _AAC_FRAME
+            try:
+                for packet in self._audio.encode(frame):
+                    self._out.mux(packet)
+            except Exception as exc:
+                self._fail(exc)
+
+    def close(self) -> None:
+        """Flush the encoders and finish the output (HLS: ``#EXT-X-ENDLIST``; files: renamed)."""
+        if self._out is None:
+            self._close_quietly()
+            return
+        try:
+            for stream in (self._video, self._audio):
+                if stream is not None:
+                    for packet in stream.encode(None):
+                        self._out.mux(packet)
+            self._out.close()
+            self._out = None
+        except Exception as exc:
+            self._close_quietly()
+            if not self.network:
+                self.abort()
+                raise OutputError(f"finishing {self.endpoint.name} failed: {exc}") from None
+        if self._bridge is not None:
+            self._bridge.close(grace=3.0)
+            self._bridge = None
+        if self._tmp is not None and self._tmp.exists():
+            os.replace(self._tmp, self._target)
+
+    def abort(self) -> None:
+        """Stop; remove a half-written file."""
+        self._close_quietly()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+
+    def _close_quietly(self) -> None:
+        if self._out is not None:
+            try:
+                self._out.close()
+            except Exception:
+                pass  # the connection is gone; reconnecting is what matters
+            self._out = None
+        if self._bridge is not None:
+            self._bridge.close(grace=0.2)
+            self._bridge = None
+
+
+class _Down(Exception):
+    """The network output cannot be opened now (a retry is scheduled)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
