@@ -161,8 +161,9 @@ def test_truncated_input(faststart, clip_with_audio, tiny_weights, tmp_path, out
         assert r.returncode == 2
 
 
-# -- 8. Ctrl-C ----------------------------------------------------------------------------------------------
-def test_ctrl_c_leaves_nothing(tiny_weights, tmp_path):
+# -- 8. Ctrl-C and SIGTERM -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_leaves_nothing(tiny_weights, tmp_path, signum, status):
     src = tmp_path / "long.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=10", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(src))
     outdir = tmp_path / "out"
@@ -184,13 +185,13 @@ def test_ctrl_c_leaves_nothing(tiny_weights, tmp_path):
             time.sleep(0.05)
         time.sleep(0.1)  # let it encode a little more
         assert proc.poll() is None, "finished before SIGINT: make the input longer"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == status, stderr
     assert "interrupted" in stderr.lower()
     assert "Traceback" not in stderr, stderr
     assert "upscaled" not in stdout

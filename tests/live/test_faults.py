@@ -212,6 +212,7 @@ def test_hls_output_and_sigterm_drain(tmp_path, tiny_weights):
         (["stream", "udp://127.0.0.1:9", "out.ts", "--latency", "0"], "must be positive"),
         (["stream", "udp://127.0.0.1:9", "out.ts", "--bitrate", "fast"], "not a bitrate"),
         (["upscale", "in.mp4", "udp://127.0.0.1:9"], "a live output needs a live input"),
+        (["stream", "udp://127.0.0.1:9", "missing/live.m3u8"], "output folder does not exist"),
     ],
 )
 def test_bad_live_options_are_one_line_errors(tmp_path, args, message):

@@ -126,6 +126,11 @@ class LiveOutput:
         except _Down as down:  # a receiver that is not there yet is retried
             self._schedule_retry(down.reason)
 
+    @property
+    def connected(self) -> bool:
+        """The output is open (a bridge: and has sent bytes)."""
+        return self._out is not None and not self._unconfirmed
+
     # -- connection -------------------------------------------------------------------------------
     def _open(self) -> None:
         import av

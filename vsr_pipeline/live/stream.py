@@ -26,6 +26,7 @@ Output timestamps are the slot numbers: monotonic across stalls, reconnects and 
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 import time
@@ -38,7 +39,7 @@ from ..classical import black, upscale_to
 from ..colour import ColourSpec
 from ..engines.base import Backend
 from ..engines.select import create_backend, resolve
-from ..errors import ConfigError, VsrError
+from ..errors import ConfigError, OutputError, VsrError
 from ..io.frames import Picture
 from ..io.sink import check_encoder, output_spec
 from ..io.urls import Endpoint, parse_endpoint
@@ -105,6 +106,12 @@ class StreamConfig:
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"--metrics-port {self.metrics_port}: not a TCP port")
         check_encoder(self.encoding.codec)
+        if target.protocol in ("file", "hls"):  # fail now, not when the first frame arrives
+            folder = Path(self.output).parent
+            if not folder.is_dir():
+                raise OutputError(f"output folder does not exist: {folder}")
+            if not os.access(folder, os.W_OK):
+                raise OutputError(f"output folder is not writable: {folder}")
         return source, target
 
 
@@ -290,7 +297,7 @@ class LivePipeline:
     def ready(self) -> tuple[bool, str]:
         if self.output is None:
             return False, "starting: waiting for the input"
-        if self.output._out is None:
+        if not self.output.connected:
             return False, "output down: reconnecting"
         if not self.metrics.connected._value.get():
             return False, "input stalled: sending the slate"
@@ -378,6 +385,10 @@ class LivePipeline:
         """Stop at once (a second signal)."""
         self.stop_requested.set()
         self._halt.set()
+
+    @property
+    def halted(self) -> bool:
+        return self._halt.is_set()
 
     # -- ingest -----------------------------------------------------------------------------------
     def _ingest(self, events) -> None:
@@ -627,7 +638,7 @@ def run_stream(config: StreamConfig, *, log: Callable[[str], None] = print, metr
 
 def _relay(stop: threading.Event, halt: threading.Event, pipeline: LivePipeline) -> None:
     """Pass the caller's stop/halt events (signal handlers) on to the pipeline."""
-    while not pipeline._halt.is_set():
+    while not pipeline.halted:
         if halt.wait(0.1):
             pipeline.halt()
             return
