@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import platform
 import re
-import socket
 import subprocess
 import sys
 import time
