@@ -68,6 +68,10 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> N
     if files:
         p.add_argument("--queue", type=int, default=8, metavar="N", help="frames buffered between stages (default 8)")
     p.add_argument("--no-scene-cuts", action="store_true", help="do not detect scene cuts (windows may then mix shots)")
+    if files:
+        p.add_argument("--faces", choices=("on", "off", "auto"), default="off", help="face engine: detect, track and restore faces with the face SR network (auto: on where its detector and weights are installed; default off)")
+        p.add_argument("--face-weights", type=Path, default=None, help="face SR weights (default: engines/facesr_x2.safetensors)")
+        p.add_argument("--face-every", type=int, default=5, metavar="N", help="run the face detector every N frames, track in between (default 5)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="P", help="serve Prometheus metrics on this port (0: any free port)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for the metrics server (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     if files:
@@ -141,6 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
     train.add_argument("--lr", type=float, default=None, help="peak learning rate")
 
+    fc = sub.add_parser("faces", help="the face SR network: train it, evaluate the face engine")
+    fc_sub = fc.add_subparsers(dest="faces_command", metavar="ACTION")
+    ft = fc_sub.add_parser("train", help="train the face SR network (real face photographs + training photographs)")
+    ft.add_argument("--data", type=Path, default=Path("data/vsr"), help="'vsr data prepare' folder (its manifest lists the training photographs)")
+    ft.add_argument("--cache", type=Path, default=Path("data/cache"))
+    ft.add_argument("--steps", type=int, default=1500)
+    ft.add_argument("--out", type=Path, default=Path("runs/facesr/facesr_x2.safetensors"))
+    ft.add_argument("--threads", type=int, default=1)
+    fe = fc_sub.add_parser("eval", help="face-region Y-PSNR, temporal error and identity distance, engine on vs off vs Lanczos")
+    fe.add_argument("--data", type=Path, default=Path("data/vsr"))
+    fe.add_argument("--weights", type=Path, default=None)
+    fe.add_argument("--face-weights", type=Path, default=None)
+    fe.add_argument("--frames", type=int, default=24)
+    fe.add_argument("--out", type=Path, default=Path("runs/eval_faces"))
+
     ev = sub.add_parser("eval", help="Y-PSNR/SSIM of the network vs Lanczos and bicubic on the hold-out footage")
     ev.add_argument("--data", type=Path, default=Path("data/vsr"))
     ev.add_argument("--weights", type=Path, default=None)
@@ -170,6 +189,9 @@ def _upscale_config(args: argparse.Namespace, input_: str, output: str):
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         metrics_linger=args.metrics_linger,
+        faces=args.faces,
+        face_weights=args.face_weights,
+        face_every=args.face_every,
     )
 
 
@@ -351,10 +373,27 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_faces(args) -> int:
+    if args.faces_command == "train":
+        from .faces.train import FaceTrainConfig, train_face_sr
+
+        cfg = FaceTrainConfig(cache=args.cache, manifest=args.data / "manifest.json", out=args.out, steps=args.steps, threads=args.threads)
+        if not cfg.manifest.is_file():
+            raise VsrError(f"no {cfg.manifest}: run 'vsr data prepare --out {args.data}' first")
+        print(f"trained {train_face_sr(cfg, log=_log)}; weights {args.out}")
+        return 0
+    if args.faces_command == "eval":
+        from .faces.evaluate import FaceEvalConfig, evaluate_faces
+
+        print(evaluate_faces(FaceEvalConfig(data=args.data, weights=args.weights, face_weights=args.face_weights, frames=args.frames, out=args.out), log=_log))
+        return 0
+    raise VsrError("usage: vsr faces train | vsr faces eval")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"upscale": cmd_upscale, "stream": cmd_stream, "demo": cmd_demo, "info": cmd_info, "data": cmd_data, "train": cmd_train, "eval": cmd_eval}
+    commands = {"upscale": cmd_upscale, "stream": cmd_stream, "demo": cmd_demo, "info": cmd_info, "data": cmd_data, "train": cmd_train, "eval": cmd_eval, "faces": cmd_faces}
     if args.command is None:
         parser.print_help()
         return 2

@@ -18,6 +18,9 @@ Metrics (names carry their unit; counters end in ``_total``):
 ``vsr_input_frames``                gauge      frames the input is expected to have (0: unknown)
 ``vsr_backend_info{backend,device}``gauge      1 for the backend in use
 ``vsr_model_macs_per_frame``        gauge      multiply-accumulates per frame at this input size
+``vsr_faces_detected_total``        counter    faces found by the face detector (``--faces``)
+``vsr_face_tracks``                 gauge      face tracks alive
+``vsr_face_latency_seconds``        histogram  time the face engine spent on one frame
 ==================================  =========  =====================================================
 
 Live streams (:class:`LiveMetrics`) add:
@@ -90,6 +93,9 @@ class PipelineMetrics:
         self.input_frames = Gauge("vsr_input_frames", "Frames the input is expected to have (0: unknown).", registry=r)
         self.backend_info = Gauge("vsr_backend_info", "1 for the inference backend in use.", ["backend", "device"], registry=r)
         self.macs = Gauge("vsr_model_macs_per_frame", "Multiply-accumulates of the model per frame at this input size.", registry=r)
+        self.faces_detected = Counter("vsr_faces_detected", "Faces found by the face detector.", registry=r)
+        self.face_tracks = Gauge("vsr_face_tracks", "Face tracks alive.", registry=r)
+        self.face_latency = Histogram("vsr_face_latency_seconds", "Time the face engine spent on one frame.", buckets=_LATENCY_BUCKETS, registry=r)
         for stage in STAGES:
             self.frames.labels(stage)
             self.latency.labels(stage)
@@ -116,6 +122,13 @@ class PipelineMetrics:
             return 0.0
         span = max(now - recent[0], 1e-6)
         return len(recent) / span
+
+    def face_frame(self, seconds: float, detected: int, tracks: int) -> None:
+        """The face engine finished a frame: ``detected`` new detections, ``tracks`` alive."""
+        self.face_latency.observe(seconds)
+        if detected:
+            self.faces_detected.inc(detected)
+        self.face_tracks.set(tracks)
 
     def count(self, stage: str) -> int:
         """Frames counted so far for ``stage``."""

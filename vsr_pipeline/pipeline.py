@@ -49,6 +49,10 @@ class UpscaleConfig:
         metrics_port: serve Prometheus metrics on this port (None: no server; 0: any free port).
         metrics_host: address the metrics server binds (loopback by default).
         metrics_linger: seconds to keep serving metrics after the end, so a scrape sees the end.
+        faces: face engine: ``off``; ``on`` (an error if it cannot run); ``auto`` (on if the
+            detector and face weights are installed, else a note and off).
+        face_weights: face SR weights (None: the shipped ones).
+        face_every: run the face detector every this many frames.
     """
 
     input: str
@@ -65,6 +69,9 @@ class UpscaleConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     metrics_linger: float = 0.0
+    faces: str = "off"
+    face_weights: Path | None = None
+    face_every: int = 5
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option."""
@@ -78,7 +85,28 @@ class UpscaleConfig:
             raise ConfigError(f"queue size {self.queue_size}: must be >= 1")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"--metrics-port {self.metrics_port}: not a TCP port")
+        if self.faces not in ("on", "off", "auto"):
+            raise ConfigError(f"--faces {self.faces}: use on, off or auto")
+        if self.face_every < 1:
+            raise ConfigError(f"--face-every {self.face_every}: must be >= 1")
         check_encoder(self.encoder.codec)
+
+
+def face_engine(mode: str, weights: Path | None, every: int, metrics: PipelineMetrics, log: Callable[[str], None]):
+    """The face engine for ``--faces mode``, or None (``off``, or ``auto`` where it cannot run)."""
+    if mode == "off":
+        return None
+    from .faces.engine import FaceEngine, FaceEngineConfig
+
+    try:
+        engine = FaceEngine(FaceEngineConfig(every=every, weights=weights), on_frame=metrics.face_frame)
+    except VsrError as exc:
+        if mode == "on":
+            raise
+        log(f"note: face engine off ({exc})")
+        return None
+    log(f"faces: detecting every {every} frames, restoring with {engine.net.config}")
+    return engine
 
 
 @dataclass(frozen=True)
@@ -299,7 +327,8 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
             log(f"note: {config.encoder.codec} cannot store {first.spec.bit_depth}-bit {first.spec.subsampling} planes; writing {out_spec.bit_depth}-bit {out_spec.subsampling}")
         width, height = info.width * config.scale, info.height * config.scale
         sink = open_sink(config.output, info, width=width, height=height, spec=out_spec, tags=first.tags, settings=config.encoder, log=log)
-        upscaler = VideoUpscaler(backend, window=window, output_spec=out_spec)
+        faces = face_engine(config.faces, config.face_weights, config.face_every, metrics, log)
+        upscaler = VideoUpscaler(backend, window=window, output_spec=out_spec, faces=faces)
         pipeline = Pipeline(_Rest(source, rest), upscaler, sink, metrics, queue_size=config.queue_size, scene_cuts=config.scene_cuts, first=[*before, first])
         bar = _progress_bar(info.frames, progress)
         started = time.perf_counter()

@@ -8,6 +8,7 @@ enters the window; windows reuse those results.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from .engines.base import Backend
 from .io.frames import Picture, planes_tensor
 from .models.vsrnet import SIZE_MULTIPLE
 from .window import SlidingWindow
+
+if TYPE_CHECKING:
+    from .faces.engine import FaceEngine
 
 
 @dataclass
@@ -51,10 +55,12 @@ class VideoUpscaler:
 
     scale = 2
 
-    def __init__(self, backend: Backend, *, window: int, output_spec: ColourSpec) -> None:
+    def __init__(self, backend: Backend, *, window: int, output_spec: ColourSpec, faces: "FaceEngine | None" = None) -> None:
         self.backend = backend
         self.window = SlidingWindow[_Entry](window)
         self.output_spec = output_spec
+        self.faces = faces
+        self._cuts: set[int] = set()  # ids of pictures that start a shot (the face tracks end there)
 
     @property
     def held(self) -> int:
@@ -63,6 +69,8 @@ class VideoUpscaler:
 
     def push(self, picture: Picture, *, cut: bool = False) -> list[Picture]:
         """Add a decoded picture; return the upscaled pictures whose windows are complete."""
+        if cut and self.faces is not None:
+            self._cuts.add(id(picture))
         return [self._run(w.frames) for w in self.window.push(self._enter(picture), cut=cut)]
 
     def flush(self) -> list[Picture]:
@@ -84,7 +92,18 @@ class VideoUpscaler:
         feats = torch.stack([f.feat for f in frames], dim=1)
         flow_feats = torch.stack([f.flow_feat for f in frames], dim=1)
         out = self.backend.reconstruct(centre.rgb, centre.feat, centre.flow_feat, feats, flow_feats)
+        if self.faces is not None:
+            out = self._restore_faces(centre, out)
         return self.finish(centre.picture, out)
+
+    def _restore_faces(self, centre: _Entry, out: torch.Tensor) -> torch.Tensor:
+        """Run the face engine on the unpadded frame (before the single quantisation)."""
+        if id(centre.picture) in self._cuts:  # a new shot: tracks of the last one end here
+            self._cuts.discard(id(centre.picture))
+            self.faces.reset()
+        height, width = centre.picture.height, centre.picture.width
+        hr = out[..., : height * self.scale, : width * self.scale].float().cpu().contiguous()
+        return self.faces.apply(centre.rgb[..., :height, :width].float().cpu(), hr)
 
     def finish(self, picture: Picture, rgb_hr: torch.Tensor) -> Picture:
         """Crop the padding, convert to the output planes and quantise once."""

@@ -1,0 +1,139 @@
+"""The face engine: detect every few frames, track in between, restore each aligned face with the
+face SR network, blend it into the upscaled frame.
+
+It works on float RGB frames inside :class:`~vsr_pipeline.upscaler.VideoUpscaler`, after the video
+network and before the single quantisation, so a face costs no extra rounding. Crops of the same
+size are restored in one batch. With no face in the picture it costs one detection every
+``every`` frames.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .align import crop_side, crop_transform, extract, paste
+from .face_sr import FaceSRConfig, FaceSRNet
+from .mtcnn import MTCNN, DetectorConfig
+from .track import FaceTracker
+
+#: Shipped face SR weights inside the engines folder.
+DEFAULT_FACE_WEIGHTS = "facesr_x2.safetensors"
+
+
+@dataclass(frozen=True)
+class FaceEngineConfig:
+    """Face engine settings.
+
+    Attributes:
+        every: run the detector every this many frames (track in between).
+        min_face: smallest face handled, low-resolution pixels.
+        weights: face SR weights (None: the shipped ones).
+    """
+
+    every: int = 5
+    min_face: int = 24
+    weights: Path | None = None
+
+
+def load_face_net(path: Path | None = None) -> FaceSRNet:
+    """The face SR network from a safetensors file (config in its header)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from ..models.weights import engines_dir
+
+    path = Path(path) if path is not None else engines_dir() / DEFAULT_FACE_WEIGHTS
+    if not path.is_file():
+        raise ConfigError(f"face SR weights not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            config = FaceSRConfig(**json.loads((f.metadata() or {})["config"]))
+        net = FaceSRNet(config)
+        net.load_state_dict(load_file(str(path)))
+    except Exception as exc:
+        raise ConfigError(f"cannot load face SR weights {path}: {type(exc).__name__}: {exc}") from None
+    return net.eval()
+
+
+@dataclass
+class FaceStats:
+    """What the engine did (read by the metrics)."""
+
+    detected: int = 0  # faces found by the detector, all rounds
+    restored: int = 0  # face crops restored
+    tracks: int = 0  # tracks alive now
+    seconds: float = 0.0  # time in the engine, all frames
+
+
+class FaceEngine:
+    """Restores faces in upscaled frames.
+
+    Args:
+        config: settings.
+        net: the face SR network (default: loaded from ``config.weights``).
+        detector: the face detector (default: MTCNN).
+        on_frame: called after each frame with (seconds spent, faces detected in it, tracks
+            alive): the metrics.
+    """
+
+    scale = 2
+
+    def __init__(self, config: FaceEngineConfig = FaceEngineConfig(), *, net: FaceSRNet | None = None, detector=None, on_frame: Callable[[float, int, int], None] | None = None) -> None:
+        self.config = config
+        self.net = net if net is not None else load_face_net(config.weights)
+        self.detector = detector if detector is not None else MTCNN(DetectorConfig(min_face=config.min_face))
+        self.tracker = FaceTracker()
+        self.stats = FaceStats()
+        self.on_frame = on_frame
+        self._frame = 0
+
+    def reset(self) -> None:
+        """A scene cut: tracks end, the next frame is a detection frame."""
+        self.tracker.reset()
+        self._frame = 0
+
+    @torch.no_grad()
+    def apply(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        """Restore the faces of one frame.
+
+        Args:
+            lr: ``(1, 3, H, W)`` float RGB input frame (nominal range [0, 1]).
+            hr: ``(1, 3, 2H, 2W)`` float RGB output of the video network; changed in place.
+        Returns:
+            ``hr``.
+        """
+        started = time.perf_counter()
+        found = 0
+        if self._frame % self.config.every == 0:
+            image = (lr[0].permute(1, 2, 0).clamp(0, 1) * 255).numpy()
+            faces = self.detector.detect(image)
+            found = len(faces)
+            self.stats.detected += found
+            self.tracker.update(faces)
+        self._frame += 1
+        tracks = self.tracker.tracks
+        self.stats.tracks = len(tracks)
+        groups: dict[int, list[np.ndarray]] = defaultdict(list)
+        for track in tracks:
+            side = crop_side(track.landmarks)
+            groups[side].append(crop_transform(track.landmarks, side))
+        for side, transforms in groups.items():
+            crops = torch.cat([extract(lr, m, side) for m in transforms])
+            restored = self.net(crops)
+            for m, face in zip(transforms, restored):
+                paste(hr, face[None], m, self.scale)
+            self.stats.restored += len(transforms)
+        seconds = time.perf_counter() - started
+        self.stats.seconds += seconds
+        if self.on_frame is not None:
+            self.on_frame(seconds, found, len(tracks))
+        return hr
