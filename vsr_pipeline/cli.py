@@ -68,10 +68,9 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> N
     if files:
         p.add_argument("--queue", type=int, default=8, metavar="N", help="frames buffered between stages (default 8)")
     p.add_argument("--no-scene-cuts", action="store_true", help="do not detect scene cuts (windows may then mix shots)")
-    if files:
-        p.add_argument("--faces", choices=("on", "off", "auto"), default="off", help="face engine: detect, track and restore faces with the face SR network (auto: on where its detector and weights are installed; default off)")
-        p.add_argument("--face-weights", type=Path, default=None, help="face SR weights (default: engines/facesr_x2.safetensors)")
-        p.add_argument("--face-every", type=int, default=5, metavar="N", help="run the face detector every N frames, track in between (default 5)")
+    p.add_argument("--faces", choices=("on", "off", "auto"), default="off", help="face engine: detect, track and restore faces with the face SR network (auto: on where its detector and weights are installed; default off)")
+    p.add_argument("--face-weights", type=Path, default=None, help="face SR weights (default: engines/facesr_x2.safetensors)")
+    p.add_argument("--face-every", type=int, default=5, metavar="N", help="run the face detector every N frames, track in between (default 5)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="P", help="serve Prometheus metrics on this port (0: any free port)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for the metrics server (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     if files:
@@ -269,6 +268,7 @@ def cmd_stream(args) -> int:
         slate=args.slate, duration=args.duration, backend=args.backend, device=args.device, window=args.window,
         weights=args.weights, threads=args.threads, scene_cuts=not args.no_scene_cuts,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+        faces=args.faces, face_weights=args.face_weights, face_every=args.face_every,
     )
     stop, halt = threading.Event(), threading.Event()
     received: list[int] = []

@@ -70,14 +70,19 @@ def region_scores(outputs: list[Picture], truth: list[Picture], boxes) -> dict[s
 
 def identity_distance(outputs: list[Picture], truth: list[Picture]) -> float | None:
     """Mean dlib descriptor distance output vs truth (None where dlib is not installed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")  # not imported: it needs pkg_resources
     try:
         import dlib
-        import face_recognition_models as frm
     except ImportError:
         return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    models = Path(list(spec.submodule_search_locations)[0]) / "models"
     detector = dlib.get_frontal_face_detector()
-    shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-    encoder = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+    shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+    encoder = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
 
     def descriptor(picture: Picture, rect=None):
         rgb = picture_to_rgb8(picture)

@@ -109,7 +109,7 @@ class LiveInput:
         self.format: StreamFormat | None = None
         self.decode_errors = 0
         self._bridge: Bridge | None = None
-        self._reader = None  # the bridge's pipe reader, if bridged
+        self._reader = None  # the bridge's pipe reader or the RTP socket reader
         self._container = None
 
     # -- connection -----------------------------------------------------------------------------
@@ -117,33 +117,33 @@ class LiveInput:
         import av
 
         url = self.endpoint.name
+        wait = max(self.stall_timeout, 2.0)  # for the first bytes of a connection
         if self.endpoint.bridged:
             if self._bridge is None or not self._bridge.alive():
                 if self._bridge is not None:
                     self._bridge.close(grace=0.1)
                 self._bridge = Bridge(ingest_command(url, self.endpoint.protocol), "in")
-            self._reader = self._bridge.reader(timeout=max(self.stall_timeout, 2.0), stop=stop)
-            try:
-                container = av.open(self._reader, "r", format="mpegts", options=dict(_PROBE))
-            except av.FFmpegError:
-                if self._reader.timed_out:
-                    raise TimeoutError from None
-                raise
-            self._reader.timeout = self.stall_timeout
-            return container
+            return self._open_reader(self._bridge.reader(timeout=wait, stop=stop))
         if self.endpoint.protocol == "rtp":
             if self._reader is not None:
                 self._reader.close()
-            self._reader = RtpTsReader(url, timeout=max(self.stall_timeout, 2.0), stop=stop)
-            try:
-                container = av.open(self._reader, "r", format="mpegts", options=dict(_PROBE))
-            except av.FFmpegError:
-                if self._reader.timed_out:
-                    raise TimeoutError from None
-                raise
-            self._reader.timeout = self.stall_timeout
-            return container
-        return av.open(url, "r", options=dict(_PROBE), timeout=(max(self.stall_timeout, 2.0), self.stall_timeout))
+            return self._open_reader(RtpTsReader(url, timeout=wait, stop=stop))
+        return av.open(url, "r", options=dict(_PROBE), timeout=(wait, self.stall_timeout))
+
+    def _open_reader(self, reader):
+        """Open MPEG-TS read through ``reader`` (a bridge pipe or RTP socket that reports silence
+        as the end of the stream plus ``timed_out``); then reads time out after ``stall_timeout``."""
+        import av
+
+        self._reader = reader
+        try:
+            container = av.open(reader, "r", format="mpegts", options=dict(_PROBE))
+        except av.FFmpegError:
+            if reader.timed_out:
+                raise TimeoutError from None
+            raise
+        reader.timeout = self.stall_timeout
+        return container
 
     def _connect(self, stop: threading.Event, first: bool, started: float):
         """Open the input, retrying with backoff; None if ``stop`` was set first. Before the first

@@ -44,6 +44,7 @@ from ..io.frames import Picture
 from ..io.sink import check_encoder, output_spec
 from ..io.urls import Endpoint, parse_endpoint
 from ..metrics import LiveMetrics, MetricsServer
+from ..pipeline import face_engine
 from ..scenecut import SceneCutDetector
 from ..upscaler import VideoUpscaler
 from .audio import RATE, AudioTimeline
@@ -67,7 +68,8 @@ class StreamConfig:
         reconnect_max: longest backoff between reconnection attempts, seconds.
         slate: what fills a stall: ``repeat`` (the last frame) or ``black``.
         duration: stop after this many seconds of output (None: run until SIGTERM/Ctrl-C).
-        backend, device, window, weights, threads, scene_cuts: as for ``vsr upscale``.
+        backend, device, window, weights, threads, scene_cuts, faces, face_weights,
+            face_every: as for ``vsr upscale``.
         metrics_port, metrics_host: Prometheus ``/metrics``, ``/healthz``, ``/readyz``.
     """
 
@@ -89,6 +91,9 @@ class StreamConfig:
     scene_cuts: bool = True
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    faces: str = "off"
+    face_weights: Path | None = None
+    face_every: int = 5
 
     def check(self) -> tuple[Endpoint, Endpoint]:
         """Raise :class:`ConfigError` naming the first bad option; return the two endpoints."""
@@ -328,7 +333,8 @@ class LivePipeline:
             parse_endpoint(cfg.output, output=True), width=width, height=height, rate=fmt.rate, spec=self.out_spec, tags=first.picture.tags,
             audio=fmt.audio, encoding=encoding, backoff_max=cfg.reconnect_max, on_reconnect=self.metrics.output_reconnects.inc, log=self.log,
         )
-        self.upscaler = VideoUpscaler(self.backend, window=self.window, output_spec=self.out_spec)
+        self.faces = face_engine(cfg.faces, cfg.face_weights, cfg.face_every, self.metrics, self.log)
+        self.upscaler = VideoUpscaler(self.backend, window=self.window, output_spec=self.out_spec, faces=self.faces)
         self.metrics.window_frames = lambda: self.upscaler.held
         self.metrics.queues = {"sr": self.sr_queue}
         self.metrics.connected.set(1)
@@ -446,7 +452,7 @@ class LivePipeline:
         detector = SceneCutDetector() if self.config.scene_cuts else None
         radius = self.window // 2
         full = self.upscaler
-        single = VideoUpscaler(self.backend, window=1, output_spec=self.out_spec) if radius else None
+        single = VideoUpscaler(self.backend, window=1, output_spec=self.out_spec, faces=self.faces) if radius else None
         current: VideoUpscaler | None = None  # the upscaler of the current run of frames
         previous = None  # slot of the last frame pushed
         while not self._halt.is_set():
