@@ -27,7 +27,8 @@ examples:
 
 Audio and subtitle streams are copied without re-encoding; timestamps, frame count and colour
 tags are kept. The output is written under a temporary name and renamed when complete.
-A live INPUT URL (udp://, rtp://, srt://, rist://, rtmp://, rtsp://, tcp://) runs 'vsr stream'.
+A live INPUT URL (udp://, rtp://, srt://, rist://, rtmp://, rtsp://, tcp://) runs 'vsr stream'
+(see 'vsr stream --help'); SRT and RIST go through the system ffmpeg, which PyAV's FFmpeg lacks.
 """
 
 _STREAM_EPILOG = """\
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft = fc_sub.add_parser("train", help="train the face SR network (real face photographs + training photographs)")
     ft.add_argument("--data", type=Path, default=Path("data/vsr"), help="'vsr data prepare' folder (its manifest lists the training photographs)")
     ft.add_argument("--cache", type=Path, default=Path("data/cache"))
-    ft.add_argument("--steps", type=int, default=1500)
+    ft.add_argument("--steps", type=int, default=900)
     ft.add_argument("--out", type=Path, default=Path("runs/facesr/facesr_x2.safetensors"))
     ft.add_argument("--threads", type=int, default=1)
     fe = fc_sub.add_parser("eval", help="face-region Y-PSNR, temporal error and identity distance, engine on vs off vs Lanczos")

@@ -69,6 +69,11 @@ def crop_transform(landmarks: np.ndarray, side: int, snap_degrees: float = 10.0)
     return np.array([[1.0, 0.0, round(centre[0])], [0.0, 1.0, round(centre[1])]])
 
 
+def scaled(m: np.ndarray, scale: int) -> np.ndarray:
+    """The transform of the same crop at ``scale`` x on both sides (crop and image)."""
+    return np.hstack([m[:, :2], scale * m[:, 2:]])
+
+
 def _grid(m: np.ndarray, xs: torch.Tensor, ys: torch.Tensor, width: float, height: float) -> torch.Tensor:
     """Sampling grid (1, h, w, 2) in ``grid_sample``'s normalised coordinates: the points ``m``
     maps the pixel centres ``(xs, ys)`` to, in an image of ``width`` x ``height``."""

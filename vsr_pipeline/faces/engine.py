@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .align import crop_side, crop_transform, extract, paste
+from .align import crop_side, crop_transform, extract, paste, scaled
 from .face_sr import FaceSRConfig, FaceSRNet
 from .mtcnn import MTCNN, DetectorConfig
 from .track import FaceTracker
@@ -101,7 +101,7 @@ class FaceEngine:
         self.tracker.reset()
         self._frame = 0
 
-    @torch.no_grad()
+    @torch.inference_mode()  # the video network's output may be an inference tensor (torch backend)
     def apply(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         """Restore the faces of one frame.
 
@@ -128,7 +128,8 @@ class FaceEngine:
             groups[side].append(crop_transform(track.landmarks, side))
         for side, transforms in groups.items():
             crops = torch.cat([extract(lr, m, side) for m in transforms])
-            restored = self.net(crops)
+            base = torch.cat([extract(hr, scaled(m, self.scale), side * self.scale) for m in transforms])
+            restored = self.net(crops, base)
             for m, face in zip(transforms, restored):
                 paste(hr, face[None], m, self.scale)
             self.stats.restored += len(transforms)

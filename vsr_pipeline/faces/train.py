@@ -13,7 +13,9 @@ seen here.
 
 Pairs are made like the engine sees them: the low-resolution patch is an antialiased bicubic x2
 downscale (then blur/noise), the target the original pixels; face patches are centred on the
-face at its own scale, as the engine's upright crops are.
+face at its own scale, as the engine's upright crops are. The network refines the video
+network's output (single-frame window) for the same patch, so that network's weights are part
+of the recipe (recorded in the face weights' header).
 """
 
 from __future__ import annotations
@@ -53,19 +55,21 @@ class FaceTrainConfig:
         seed: everything random derives from it.
         threads: torch threads.
         model: network hyper-parameters.
+        video_weights: the video network whose output is refined (None: the shipped one).
     """
 
     cache: Path = Path("data/cache")
     manifest: Path = Path("data/vsr/manifest.json")
     out: Path = Path("engines/facesr_x2.safetensors")
-    steps: int = 1500
+    steps: int = 900
     batch: int = 12
     patch: int = 48
-    lr: float = 1e-3
+    lr: float = 5e-4
     face_fraction: float = 0.5
     seed: int = 0
     threads: int = 1
     model: FaceSRConfig = field(default_factory=FaceSRConfig)
+    video_weights: Path | None = None
 
 
 def _load_rgb(path: Path) -> np.ndarray:
@@ -184,9 +188,14 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def train_face_sr(cfg: FaceTrainConfig, *, log: Callable[[str], None] = print) -> dict:
     """Train and save the face SR network; return the last log entry."""
-    from ..models.weights import save_weights
+    from .._files import file_sha256
+    from ..models.weights import default_weights_path, load_network, save_weights
 
     torch.manual_seed(cfg.seed)
+    video_path = cfg.video_weights or default_weights_path()
+    video = load_network(video_path)
+    for p in video.parameters():
+        p.requires_grad_(False)
     torch.set_num_threads(cfg.threads)
     faces = face_images(cfg.cache)
     photos = [_load_rgb(p) for p in photo_paths(cfg.manifest, cfg.cache)[:24]]
@@ -203,7 +212,10 @@ def train_face_sr(cfg: FaceTrainConfig, *, log: Callable[[str], None] = print) -
         pairs = [sampler.sample() for _ in range(cfg.batch)]
         lr = torch.stack([p[0] for p in pairs])
         hr = torch.stack([p[1] for p in pairs])
-        loss = F.l1_loss(net(lr), hr)
+        with torch.no_grad():
+            feat, flow_feat = video.encode(lr)
+            base = video.reconstruct(lr, feat, flow_feat, feat[:, None], flow_feat[:, None])
+        loss = F.l1_loss(net(lr, base), hr)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -211,6 +223,6 @@ def train_face_sr(cfg: FaceTrainConfig, *, log: Callable[[str], None] = print) -
         if step % 50 == 0 or step == cfg.steps:
             entry = {"step": step, "loss": float(loss), "elapsed_s": round(time.time() - started, 1)}
             log(json.dumps(entry))
-    extra = {"trained_steps": str(cfg.steps), "train_config": json.dumps({k: str(v) for k, v in asdict(cfg).items()}), "faces": json.dumps([s[:3] for s in FACE_SOURCES])}
+    extra = {"video_weights_sha256": file_sha256(video_path), "trained_steps": str(cfg.steps), "train_config": json.dumps({k: str(v) for k, v in asdict(cfg).items()}), "faces": json.dumps([s[:3] for s in FACE_SOURCES])}
     save_weights(net, cfg.out, extra=extra)
     return entry
