@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..colour import ColourSpec, planes_to_rgb, quantise, rgb_to_planes
 from ..errors import VsrError
 from .face_sr import FaceSRConfig, FaceSRNet, macs_per_pixel
 
@@ -155,7 +156,25 @@ class PairSampler:
             lr = _blur(lr, rng.uniform(0.3, 0.9))
         if rng.random() < 0.4:
             lr = lr + torch.from_numpy(rng.normal(0, rng.uniform(0.002, 0.015), size=lr.shape).astype(np.float32))
-        return lr, hr
+        return as_decoded(lr), hr
+
+
+#: How the low-resolution input reaches the networks in the product: 8-bit 4:2:0 BT.709 planes
+#: converted to RGB by :mod:`..colour` (the video network was trained on the same).
+DECODED = ColourSpec("bt709", False, 8, (2, 2))
+
+
+def as_decoded(rgb: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W)`` RGB as a decoder would hand it over: 4:2:0 chroma, 8-bit codes, back to RGB."""
+    y, u, v = (quantise(p, DECODED) for p in rgb_to_planes(rgb[None].clamp(0, 1), DECODED))
+    return planes_to_rgb(y, u, v, DECODED)[0]
+
+
+def plane_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 on the output stream's own planes (luma weighted x2), as the video network is trained."""
+    a, b = rgb_to_planes(out, DECODED), rgb_to_planes(target, DECODED)
+    scale = 1.0 / DECODED.max_code
+    return scale * (2 * F.l1_loss(a[0], b[0]) + F.l1_loss(a[1], b[1]) + F.l1_loss(a[2], b[2])) / 4
 
 
 def _window(image: torch.Tensor, cx: float, cy: float, side: int, scale: float, angle: float) -> torch.Tensor:
@@ -215,7 +234,7 @@ def train_face_sr(cfg: FaceTrainConfig, *, log: Callable[[str], None] = print) -
         with torch.no_grad():
             feat, flow_feat = video.encode(lr)
             base = video.reconstruct(lr, feat, flow_feat, feat[:, None], flow_feat[:, None])
-        loss = F.l1_loss(net(lr, base), hr)
+        loss = plane_loss(net(lr, base), hr)
         opt.zero_grad()
         loss.backward()
         opt.step()

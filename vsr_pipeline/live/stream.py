@@ -278,7 +278,6 @@ class LivePipeline:
         self.stop_requested = threading.Event()  # drain: stop reading, send what is buffered, close
         self._halt = threading.Event()  # everything stops now (error, second signal)
         self._ingest_done = threading.Event()
-        self._sr_done = threading.Event()
         self._errors: list[tuple[str, BaseException]] = []
         self.slots = _Slots()
         self.audio = AudioTimeline()
@@ -304,7 +303,7 @@ class LivePipeline:
             return False, "starting: waiting for the input"
         if not self.output.connected:
             return False, "output down: reconnecting"
-        if not self.metrics.connected._value.get():
+        if not self.metrics.value(self.metrics.connected):
             return False, "input stalled: sending the slate"
         return True, "ok"
 
@@ -486,7 +485,6 @@ class LivePipeline:
             for out in outputs:
                 self.metrics.frame_done("upscale", seconds / len(outputs))
                 self.slots.put_ready(out, short=current is single)
-        self._sr_done.set()
 
     def _choose(self, slot: int, continuing: bool, radius: int) -> str | None:
         """How to upscale the frame of ``slot`` so that it is ready when due, given the measured
