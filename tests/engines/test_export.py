@@ -177,3 +177,33 @@ def test_onnxruntime_backend_matches_torch_backend_on_real_clip(tiny_weights, cl
         for plane in ("y", "u", "v"):
             diff = np.abs(getattr(pa, plane).astype(int) - getattr(pb, plane).astype(int))
             assert diff.max() <= 1, plane
+
+
+@pytest.mark.parametrize("estimator,refine", (("corr", 8), ("conv", 0)))
+def test_export_of_each_flow_estimator_matches_pytorch(tmp_path, estimator, refine):
+    """The cost-volume estimator with the full-resolution refiner, and the first design, both
+    export with TensorRT-importable operators and match PyTorch in ONNX Runtime (window 3)."""
+    from dataclasses import replace
+
+    from conftest import TINY
+
+    torch.manual_seed(5)
+    net = VSRNet(replace(TINY, flow_estimator=estimator, refine_channels=refine))
+    with torch.no_grad():  # make the zero-initialised output and flow layers matter
+        layers = [net.tail, net.flow_head[-1]] + ([net.refiner.decoder[-1]] if net.refiner is not None else [])
+        for layer in layers:
+            layer.weight.normal_(0, 0.05)
+    path = tmp_path / "w.safetensors"
+    save_weights(net, path)
+    models = cached_onnx(path, cache=tmp_path / "cache")
+    for graph in (models.encode, models.reconstruct):
+        ops = graph_operators(graph)
+        assert ops <= TENSORRT_OPS, f"operators TensorRT may not import: {sorted(ops - TENSORRT_OPS)}"
+    frames = torch.rand(3, 3, 24, 36, generator=torch.Generator().manual_seed(9))
+    feat, flow = _session(models.encode).run(None, {"rgb": frames.numpy()})
+    (out,) = _session(models.reconstruct).run(
+        None, {"rgb_centre": frames[1:2].numpy(), "feat_centre": feat[1:2], "flow_feat_centre": flow[1:2], "feats": feat[None], "flow_feats": flow[None]}
+    )
+    with torch.no_grad():
+        ref = load_network(path)(frames.unsqueeze(0))
+    assert np.abs(out - ref.numpy()).max() < TOLERANCE

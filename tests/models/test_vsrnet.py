@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from conftest import TINY
 
 from vsr_pipeline.errors import ConfigError
 from vsr_pipeline.models.macs import count_macs
-from vsr_pipeline.models.vsrnet import VSRNet, VSRNetConfig, flow_warp
+from vsr_pipeline.models.vsrnet import CorrFlowHead, VSRNet, VSRNetConfig, cost_volume, displacement_table, flow_warp, normalise_channels
 from vsr_pipeline.models.weights import load_network, read_metadata, save_weights
 
 torch.set_num_threads(1)
@@ -122,10 +123,19 @@ def test_flow_warp_keeps_dtype_and_a_float32_grid():
 def _macs_by_hand(cfg: VSRNetConfig, height: int, width: int, t: int) -> float:
     """Independent count of the network's multiply-accumulates per output frame."""
     c, cf, cm = cfg.channels, cfg.flow_channels, cfg.mask_channels
-    hw, q = height * width, (height // 4) * (width // 4)
+    hw, q, half = height * width, (height // 4) * (width // 4), (height // 2) * (width // 2)
     encode = hw * (3 * 9 * c) + cfg.encoder_blocks * 2 * hw * (9 * c * c)
-    encode += (height // 2) * (width // 2) * (27 * 16) + q * (9 * 16 * cf) + q * (9 * cf * cf)
-    flow = t * q * (9 * 2 * cf * cf + 9 * cf * cf + 9 * cf * 2)
+    if cfg.flow_estimator == "conv":
+        encode += half * (27 * 16) + q * (9 * 16 * cf) + q * (9 * cf * cf)
+        flow = t * q * (9 * 2 * cf * cf + 9 * cf * cf + 9 * cf * 2)
+    else:
+        encode += half * (27 * 16 + 9 * 16 * 16) + q * (9 * 16 * cf + 2 * 9 * cf * cf)
+        k, hid = (2 * cfg.corr_radius + 1) ** 2, cfg.flow_hidden
+        correlation = k * cf + 2 * k  # cost volume, soft-argmax
+        flow = t * q * (correlation + 9 * (k + 2 + cf) * hid + 2 * 9 * hid * hid + 9 * hid * 2)
+    if cfg.refine_channels:
+        r = cfg.refine_channels
+        flow += t * hw * (9 * c + 4 * c + 9 * 11 * r + 9 * r * r + 9 * r * 2)
     mask = t * hw * (9 * 2 * c * cm + 9 * cm)
     fuse = hw * 9 * 2 * c * c
     body = cfg.reconstruct_blocks * 2 * hw * 9 * c * c
@@ -135,10 +145,13 @@ def _macs_by_hand(cfg: VSRNetConfig, height: int, width: int, t: int) -> float:
     return encode + flow + mask + fuse + body + tail + sampling + bicubic
 
 
-def test_count_macs_matches_hand_count():
-    net = VSRNet(TINY)
-    assert count_macs(net, 64, 64, 3) == pytest.approx(_macs_by_hand(TINY, 64, 64, 3), rel=1e-9)
-    default = VSRNetConfig()
+@pytest.mark.parametrize("estimator,refine", (("corr", 0), ("corr", 16), ("conv", 0)))
+def test_count_macs_matches_hand_count(estimator, refine):
+    from dataclasses import replace
+
+    tiny = replace(TINY, flow_estimator=estimator, refine_channels=refine)
+    assert count_macs(VSRNet(tiny), 64, 64, 3) == pytest.approx(_macs_by_hand(tiny, 64, 64, 3), rel=1e-9)
+    default = VSRNetConfig(flow_estimator=estimator, refine_channels=refine)
     assert count_macs(VSRNet(default), 1080, 1920, 5) == pytest.approx(_macs_by_hand(default, 1080, 1920, 5), rel=1e-9)
 
 
@@ -218,3 +231,84 @@ def test_load_corrupt_config_header_is_config_error(tmp_path, config):
     save_file({k: v.contiguous() for k, v in VSRNet(TINY).state_dict().items()}, str(path), metadata={"config": config})
     with pytest.raises(ConfigError):
         load_network(path)
+
+
+# --- the cost-volume flow estimator -------------------------------------------------------------
+
+
+def test_cost_volume_matches_a_direct_sum():
+    torch.manual_seed(0)
+    a, b, r = torch.randn(2, 5, 7, 9), torch.randn(2, 5, 7, 9), 2
+    cost = cost_volume(a, b, r)
+    assert cost.shape == (2, (2 * r + 1) ** 2, 7, 9)
+    table = displacement_table(r)
+    for k in range(cost.shape[1]):
+        dx, dy = int(table[0, k]), int(table[1, k])
+        for y, x in ((0, 0), (3, 4), (6, 8), (1, 7)):
+            inside = 0 <= y + dy < 7 and 0 <= x + dx < 9
+            expected = (a[:, :, y, x] * b[:, :, y + dy, x + dx]).sum(1) if inside else torch.zeros(2)
+            assert torch.allclose(cost[:, k, y, x], expected, atol=1e-5), (k, y, x)
+
+
+@pytest.mark.parametrize("dx,dy", [(1, -2), (0, 0), (-3, 3), (4, 1)])
+def test_soft_argmax_finds_the_displacement_of_shifted_features(dx, dy):
+    torch.manual_seed(1)
+    head = CorrFlowHead(16, radius=4, hidden=8)
+    with torch.no_grad():
+        head.log_beta.fill_(math.log(60.0))
+    centre = normalise_channels(torch.randn(1, 16, 20, 24))
+    other = torch.roll(centre, shifts=(dy, dx), dims=(2, 3))  # other(p + d) = centre(p)
+    flow = head.soft_argmax(cost_volume(centre, other, 4))
+    interior = flow[..., 5:-5, 5:-5]
+    assert torch.allclose(interior[:, 0], torch.full_like(interior[:, 0], float(dx)), atol=0.05)
+    assert torch.allclose(interior[:, 1], torch.full_like(interior[:, 1], float(dy)), atol=0.05)
+    # the head's output (zero-initialised decoder) is that, in input pixels
+    net = VSRNet(TINY)
+    net.flow_head = head
+    with torch.no_grad():
+        head.decoder[-1].weight.zero_()
+        head.decoder[-1].bias.zero_()
+        out = net.estimate_flow(centre, other.unsqueeze(1))[:, 0]
+    assert torch.allclose(out[..., 5:-5, 5:-5], 4 * interior, atol=1e-5)
+
+
+def test_corr_flow_features_are_unit_vectors():
+    _, flow_feat = VSRNet(TINY).encode(torch.rand(2, 3, 16, 20))
+    assert flow_feat.shape == (2, TINY.flow_channels, 4, 5)
+    assert torch.allclose(flow_feat.norm(dim=1), torch.ones(2, 4, 5), atol=1e-4)
+
+
+def test_corr_flow_head_exports_with_tensorrt_operators(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from vsr_pipeline.engines.export import TENSORRT_OPS
+
+    head = CorrFlowHead(8, radius=2, hidden=8).eval()
+    path = tmp_path / "head.onnx"
+    a, b = normalise_channels(torch.randn(1, 8, 6, 7)), normalise_channels(torch.randn(1, 8, 6, 7))
+    torch.onnx.export(head, (a, b), str(path), opset_version=17, input_names=["a", "b"], output_names=["flow"], dynamo=False,
+                      dynamic_axes={"a": {2: "h", 3: "w"}, "b": {2: "h", 3: "w"}})
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "Pad" in ops and "ReduceSum" in ops
+    assert ops <= TENSORRT_OPS, sorted(ops - TENSORRT_OPS)
+    ort = pytest.importorskip("onnxruntime")
+    a2, b2 = normalise_channels(torch.randn(1, 8, 9, 5)), normalise_channels(torch.randn(1, 8, 9, 5))
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"a": a2.numpy(), "b": b2.numpy()})
+    with torch.no_grad():
+        assert abs(got - head(a2, b2).numpy()).max() < 1e-4
+
+
+def test_unknown_flow_estimator_is_refused():
+    with pytest.raises(ValueError):
+        VSRNetConfig(flow_estimator="pwc")
+
+
+def test_weights_without_flow_estimator_key_load_as_the_first_design(tmp_path):
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    legacy = replace(TINY, flow_estimator="conv")
+    config = {k: v for k, v in legacy.to_dict().items() if k not in ("flow_estimator", "corr_radius", "flow_hidden")}
+    path = tmp_path / "old.safetensors"
+    save_file({k: v.contiguous() for k, v in VSRNet(legacy).state_dict().items()}, str(path), metadata={"config": json.dumps(config)})
+    assert load_network(path).config == legacy

@@ -171,3 +171,45 @@ def test_flow_loss_prefers_the_true_motion():
     true[:, 0, 0], true[:, 2, 0] = 1.0, -1.0  # the centre's pixel x is at x + 1 in frame 0, x - 1 in frame 2
     zero = torch.zeros_like(true)
     assert flow_loss(frames, true) < 0.5 * flow_loss(frames, zero)
+
+
+def test_extra_data_synthetic_flow_loss_and_frozen_flow_part(data_dir, tmp_path):
+    """A second data folder, the synthetic flow loss and a flow learning-rate scale of 0 run
+    together; with scale 0 the flow part is left exactly as it was and the rest is trained."""
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    cfg = _config(data_dir, run, 20, extra_data=data_dir, extra_data_prob=0.5, synthetic_flow_weight=0.1, flow_lr_scale=0.0)
+    train(cfg, log=lambda m: None)
+    from vsr_pipeline.models.vsrnet import VSRNet
+
+    torch.manual_seed(cfg.seed)
+    fresh = VSRNet(TINY).state_dict()
+    trained = load_network(run / "out.safetensors").state_dict()
+    flow_keys = [k for k in fresh if k.startswith(("flow_encoder.", "flow_head."))]
+    assert flow_keys
+    for k in flow_keys:
+        assert torch.equal(fresh[k], trained[k]), k
+    assert not torch.equal(fresh["tail.weight"], trained["tail.weight"])
+
+
+def test_synthetic_flow_loss_is_lower_for_the_true_flow_estimator():
+    """The loss measures flow error: an estimator that returns the true flow scores ~0."""
+    from vsr_pipeline.models.vsrnet import VSRNet
+    from vsr_pipeline.train.trainer import synthetic_flow_loss
+
+    net = VSRNet(TINY)
+    frames = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 64, 64), 3, 1, 1)
+    loss = synthetic_flow_loss(net, frames, torch.Generator().manual_seed(0))
+    assert loss.ndim == 0 and loss.item() > 0.5  # an untrained estimator is far off
+    loss.backward()
+    assert net.flow_head[-1].weight.grad.abs().sum() > 0
+
+
+def test_corr_recipe_loads():
+    """The recipe of the cost-volume model: clean data plus compressed clips, from pretrained flow."""
+    import vsr_pipeline.train as train_pkg
+
+    cfg = TrainConfig.from_json(Path(train_pkg.__file__).parent / "configs" / "vsrnet_x2_corr.json")
+    assert cfg.extra_data == Path("data/vsr_mixed") and 0 < cfg.extra_data_prob < 1
+    assert cfg.init == Path("runs/flowpre_refine.safetensors") and cfg.synthetic_flow_weight > 0
+    assert cfg.windows == (1, 3, 5) and cfg.threads == 1

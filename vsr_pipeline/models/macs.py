@@ -1,8 +1,10 @@
 """Multiply-accumulate count of the network per output frame.
 
 Convolutions are counted exactly (``out_pixels * kernel_area * in/groups * out``); bilinear
-grid sampling as 4 MACs per output element, bicubic resizing as 16, pixel shuffle and point-wise
-ops as free. Every layer's cost is proportional to the (padded) pixel count, so the network is
+grid sampling as 4 MACs per output element, bicubic resizing as 16, the cost volume of the
+"corr" flow estimator as ``Cf`` per displacement and 1/4-resolution pixel, its soft-argmax as 2
+per displacement and pixel, the refiner's cost volume as ``C`` per displacement and pixel plus
+its second warp, pixel shuffle and other point-wise ops as free. Every layer's cost is proportional to the (padded) pixel count, so the network is
 measured once on a small input and scaled.
 """
 
@@ -51,5 +53,13 @@ def count_macs(net: VSRNet, height: int, width: int, window: int | None = None) 
     c = net.config.channels
     sampling = window * c * _PROBE * _PROBE * 4  # grid_sample of every window frame's features
     bicubic = 3 * (2 * _PROBE) ** 2 * 16
-    per_probe = encode_macs + reconstruct_macs + sampling + bicubic
+    correlation = 0
+    if net.config.flow_estimator == "corr":
+        displacements = (2 * net.config.corr_radius + 1) ** 2
+        quarter = (_PROBE // 4) ** 2
+        correlation = window * quarter * displacements * (net.config.flow_channels + 2)
+    if net.config.refine_channels:
+        # radius-1 cost volume at input resolution and a second warp of the features
+        correlation += window * _PROBE * _PROBE * 9 * c + window * c * _PROBE * _PROBE * 4
+    per_probe = encode_macs + reconstruct_macs + sampling + bicubic + correlation
     return per_probe * (_padded(height) * _padded(width)) / (_PROBE * _PROBE)

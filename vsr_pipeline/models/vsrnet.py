@@ -5,9 +5,10 @@ The network is split in two so that a sliding window never recomputes per-frame 
 * :meth:`VSRNet.encode` runs once per frame and returns its features (kept while the frame is
   in the window) and its flow features at 1/4 resolution;
 * :meth:`VSRNet.reconstruct` runs once per output frame. For every frame of the window it
-  estimates the optical flow from the centre frame to that frame (a light head on the cached flow
-  features), warps that frame's features onto the centre with a float32 sampling grid, weighs each
-  warped frame by a learned per-pixel confidence, and fuses the confidence-weighted mean with the
+  estimates the optical flow from the centre frame to that frame (from the cached flow features:
+  a local cost volume, its soft-argmax and a small conv decoder; see :class:`CorrFlowHead`),
+  warps that frame's features onto the centre with a float32 sampling grid, weighs each warped
+  frame by a learned per-pixel confidence, and fuses the confidence-weighted mean with the
   centre features. Reconstruction ends in a pixel shuffle x2 plus a residual over the bicubic
   upsampled centre frame.
 
@@ -23,6 +24,8 @@ Flows are in low-resolution pixels, ``(dx, dy)``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +47,14 @@ class VSRNetConfig:
         mask_channels: hidden channels of the confidence head.
         window: default temporal window (odd).
         scale: upscaling factor (only 2 is built).
+        flow_estimator: ``"corr"``: cost volume + soft-argmax + conv decoder
+            (:class:`CorrFlowHead`); ``"conv"``: the first design, three convolutions on the
+            concatenated flow features (it learned no motion; kept to load old weights).
+        corr_radius: largest displacement of the cost volume, 1/4-resolution pixels
+            (4 is +-16 input pixels).
+        flow_hidden: hidden channels of the cost-volume decoder.
+        refine_channels: hidden channels of the full-resolution flow refinement
+            (:class:`FlowRefiner`), 0 for none.
     """
 
     channels: int = 32
@@ -53,8 +64,16 @@ class VSRNetConfig:
     mask_channels: int = 8
     window: int = 3
     scale: int = 2
+    flow_estimator: str = "corr"
+    corr_radius: int = 4
+    flow_hidden: int = 32
+    refine_channels: int = 0
 
-    def to_dict(self) -> dict[str, int]:
+    def __post_init__(self) -> None:
+        if self.flow_estimator not in ("corr", "conv"):
+            raise ValueError(f"flow_estimator must be 'corr' or 'conv', got {self.flow_estimator!r}")
+
+    def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
 
 
@@ -92,6 +111,134 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return out.to(x.dtype)
 
 
+def normalise_channels(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``x`` divided by its L2 norm over channels: ``(N, C, H, W)`` -> unit vectors per pixel.
+
+    Written with Mul/ReduceSum/Sqrt/Div so that the ONNX graph stays within the operators
+    TensorRT imports.
+    """
+    return x / torch.sqrt((x * x).sum(dim=1, keepdim=True) + eps)
+
+
+def cost_volume(centre: torch.Tensor, other: torch.Tensor, radius: int) -> torch.Tensor:
+    """Local correlation of two feature maps over all displacements within ``radius``.
+
+    Args:
+        centre: ``(N, C, h, w)`` features of the centre frame.
+        other: ``(N, C, h, w)`` features of the frame the flow points to.
+        radius: largest displacement ``r``, in pixels of these maps.
+
+    Returns:
+        ``(N, (2r+1)^2, h, w)``: channel ``k = (dy + r) * (2r+1) + (dx + r)`` holds
+        ``sum_c centre[c, y, x] * other[c, y + dy, x + dx]`` (zero outside ``other``). With
+        unit-norm features (:func:`normalise_channels`) this is a cosine similarity in [-1, 1].
+        Built from a zero pad, slices, a multiply and a channel sum (exports to ONNX as
+        Pad/Slice/Mul/ReduceSum, no custom op).
+    """
+    height, width = centre.shape[-2:]
+    padded = F.pad(other, (radius, radius, radius, radius))
+    costs = []
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            shifted = padded[:, :, dy : dy + height, dx : dx + width]
+            costs.append((centre * shifted).sum(dim=1, keepdim=True))
+    return torch.cat(costs, dim=1)
+
+
+def displacement_table(radius: int) -> torch.Tensor:
+    """``(2, (2r+1)^2)`` float: the ``(dx, dy)`` of each cost-volume channel (see :func:`cost_volume`)."""
+    d = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    dy, dx = torch.meshgrid(d, d, indexing="ij")
+    return torch.stack([dx.reshape(-1), dy.reshape(-1)])
+
+
+class CorrFlowHead(nn.Module):
+    """Flow from cost volume: soft-argmax initial flow plus a conv decoder's residual.
+
+    For each pixel of the 1/4-resolution grid: the cosine cost volume over displacements within
+    ``radius`` (:func:`cost_volume`), a softmax over it with a learned sharpness (computed as
+    ``e ** (beta * (cost - 1))``: the cost is at most 1, so nothing overflows, and the graph
+    needs no Softmax/Exp operator) whose expected displacement is the initial flow, and a small
+    conv decoder (cost volume, initial flow and centre features in; dilated 3x3 convolutions)
+    that outputs a correction. The output is in input (full-resolution) pixels.
+    """
+
+    def __init__(self, flow_channels: int, radius: int, hidden: int) -> None:
+        super().__init__()
+        self.radius = radius
+        k = (2 * radius + 1) ** 2
+        self.log_beta = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.register_buffer("table", displacement_table(radius).view(2, k, 1, 1), persistent=False)
+        # An nn.Sequential whose last layer outputs the 2 flow channels, like the "conv" head.
+        self.decoder = nn.Sequential(
+            nn.Conv2d(k + 2 + flow_channels, hidden, 3, padding=1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(hidden, hidden, 3, padding=4, dilation=4),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(hidden, 2, 3, padding=1),
+        )
+
+    def __getitem__(self, index: int) -> nn.Module:
+        return self.decoder[index]
+
+    def soft_argmax(self, cost: torch.Tensor) -> torch.Tensor:
+        """``(N, K, h, w)`` cosine costs -> ``(N, 2, h, w)`` expected displacement, 1/4-res pixels."""
+        beta = torch.pow(math.e, self.log_beta)  # exp() as Pow: no Exp node in the graph
+        weights = torch.pow(math.e, beta * (cost - 1.0))
+        prob = weights / (weights.sum(dim=1, keepdim=True) + 1e-12)
+        return F.conv2d(prob, self.table)
+
+    def forward(self, centre: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """Flow centre -> other.
+
+        Args:
+            centre, other: ``(N, Cf, h, w)`` unit-norm flow features (1/4 resolution).
+
+        Returns:
+            ``(N, 2, h, w)`` flow ``(dx, dy)`` in input pixels (4 per 1/4-resolution pixel).
+        """
+        cost = cost_volume(centre, other, self.radius)
+        initial = self.soft_argmax(cost)
+        residual = self.decoder(torch.cat([cost, initial, centre], dim=1))
+        return 4.0 * (initial + residual)
+
+class FlowRefiner(nn.Module):
+    """Full-resolution correction of an upsampled 1/4-resolution flow.
+
+    The other frame's features, already warped by the coarse flow, are compared with the centre
+    features over a 3x3 neighbourhood (a radius-1 cosine cost volume at input resolution); a
+    three-layer conv decoder turns that into a flow correction (input pixels, sub-pixel).
+    """
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.decoder = nn.Sequential(
+            nn.Conv2d(9 + 2, hidden, 3, padding=1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(hidden, 2, 3, padding=1),
+        )
+        nn.init.zeros_(self.decoder[-1].weight)  # starts as the coarse flow
+        nn.init.zeros_(self.decoder[-1].bias)
+
+    def forward(self, centre: torch.Tensor, warped: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        """Refined flow.
+
+        Args:
+            centre: ``(N, C, H, W)`` centre-frame features.
+            warped: ``(N, C, H, W)`` the other frame's features warped onto the centre by ``flow``.
+            flow: ``(N, 2, H, W)`` coarse flow, input pixels.
+
+        Returns:
+            ``(N, 2, H, W)`` refined flow, input pixels.
+        """
+        cost = cost_volume(normalise_channels(centre), normalise_channels(warped), 1)
+        return flow + self.decoder(torch.cat([cost, flow], dim=1))
+
+
 class VSRNet(nn.Module):
     """x2 video super-resolution network (see module docstring)."""
 
@@ -103,20 +250,36 @@ class VSRNet(nn.Module):
         c, cf, cm = config.channels, config.flow_channels, config.mask_channels
         self.head = nn.Conv2d(3, c, 3, padding=1)
         self.encoder = nn.Sequential(*[ResBlock(c) for _ in range(config.encoder_blocks)])
-        self.flow_encoder = nn.Sequential(
-            nn.Conv2d(3, 16, 3, stride=2, padding=1),
-            nn.LeakyReLU(0.1),
-            nn.Conv2d(16, cf, 3, stride=2, padding=1),
-            nn.LeakyReLU(0.1),
-            nn.Conv2d(cf, cf, 3, padding=1),
-        )
-        self.flow_head = nn.Sequential(
-            nn.Conv2d(2 * cf, cf, 3, padding=1),
-            nn.LeakyReLU(0.1),
-            nn.Conv2d(cf, cf, 3, padding=2, dilation=2),
-            nn.LeakyReLU(0.1),
-            nn.Conv2d(cf, 2, 3, padding=1),
-        )
+        if config.flow_estimator == "corr":
+            # Deeper than the "conv" variant: features must be distinctive enough to match.
+            self.flow_encoder = nn.Sequential(
+                nn.Conv2d(3, 16, 3, stride=2, padding=1),
+                nn.LeakyReLU(0.1),
+                nn.Conv2d(16, 16, 3, padding=1),
+                nn.LeakyReLU(0.1),
+                nn.Conv2d(16, cf, 3, stride=2, padding=1),
+                nn.LeakyReLU(0.1),
+                nn.Conv2d(cf, cf, 3, padding=1),
+                nn.LeakyReLU(0.1),
+                nn.Conv2d(cf, cf, 3, padding=1),
+            )
+            self.flow_head: nn.Module = CorrFlowHead(cf, config.corr_radius, config.flow_hidden)
+        else:
+            self.flow_encoder = nn.Sequential(
+                nn.Conv2d(3, 16, 3, stride=2, padding=1),
+                nn.LeakyReLU(0.1),
+                nn.Conv2d(16, cf, 3, stride=2, padding=1),
+                nn.LeakyReLU(0.1),
+                nn.Conv2d(cf, cf, 3, padding=1),
+            )
+            self.flow_head = nn.Sequential(
+                nn.Conv2d(2 * cf, cf, 3, padding=1),
+                nn.LeakyReLU(0.1),
+                nn.Conv2d(cf, cf, 3, padding=2, dilation=2),
+                nn.LeakyReLU(0.1),
+                nn.Conv2d(cf, 2, 3, padding=1),
+            )
+        self.refiner = FlowRefiner(config.refine_channels) if config.refine_channels else None
         self.mask_head = nn.Sequential(
             nn.Conv2d(2 * c, cm, 3, padding=1),
             nn.LeakyReLU(0.1),
@@ -125,7 +288,7 @@ class VSRNet(nn.Module):
         self.fuse = nn.Conv2d(2 * c, c, 3, padding=1)
         self.body = nn.Sequential(*[ResBlock(c) for _ in range(config.reconstruct_blocks)])
         self.tail = nn.Conv2d(c, 3 * config.scale**2, 3, padding=1)
-        # Start as bicubic: a zero residual and a zero flow.
+        # Start as bicubic: a zero residual (and a zero flow, or the soft-argmax flow for "corr").
         for last in (self.tail, self.flow_head[-1]):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
@@ -137,10 +300,16 @@ class VSRNet(nn.Module):
             rgb: ``(N, 3, H, W)`` float RGB.
 
         Returns:
-            ``(features (N, C, H, W), flow_features (N, Cf, H/4, W/4))``.
+            ``(features (N, C, H, W), flow_features (N, Cf, H/4, W/4))``; with the "corr"
+            estimator the flow features are unit vectors per pixel.
         """
         feat = F.leaky_relu(self.head(rgb), 0.1)
-        return self.encoder(feat), self.flow_encoder(rgb)
+        return self.encoder(feat), self.flow_features(rgb)
+
+    def flow_features(self, rgb: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` RGB -> ``(N, Cf, H/4, W/4)`` flow features (part of :meth:`encode`)."""
+        ff = self.flow_encoder(rgb)
+        return normalise_channels(ff) if self.config.flow_estimator == "corr" else ff
 
     def estimate_flow(self, flow_feat_centre: torch.Tensor, flow_feats: torch.Tensor) -> torch.Tensor:
         """Flow from the centre frame to every window frame, at 1/4 resolution.
@@ -154,8 +323,35 @@ class VSRNet(nn.Module):
         """
         n, t, cf, hq, wq = flow_feats.shape
         centre_q = flow_feat_centre.unsqueeze(1).expand(n, t, cf, hq, wq).reshape(n * t, cf, hq, wq)
-        flow_q = self.flow_head(torch.cat([centre_q, flow_feats.reshape(n * t, cf, hq, wq)], dim=1))
+        others = flow_feats.reshape(n * t, cf, hq, wq)
+        if self.config.flow_estimator == "corr":
+            flow_q = self.flow_head(centre_q, others)
+        else:
+            flow_q = self.flow_head(torch.cat([centre_q, others], dim=1))
         return flow_q.reshape(n, t, 2, hq, wq)
+
+    def align(self, centre: torch.Tensor, feats: torch.Tensor, flow_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Warp features onto the centre frame: coarse flow upsampled, refined if configured.
+
+        Args:
+            centre: ``(M, C, H, W)`` centre features (repeated for each frame).
+            feats: ``(M, C, H, W)`` features of the frames to align.
+            flow_q: ``(M, 2, H/4, W/4)`` coarse flow centre -> frame, input pixels.
+
+        Returns:
+            ``(warped (M, C, H, W), flow (M, 2, H, W))``, the flow in input pixels.
+        """
+        flow = F.interpolate(flow_q, size=centre.shape[-2:], mode="bilinear", align_corners=False)
+        warped = flow_warp(feats, flow)
+        if self.refiner is not None:
+            flow = self.refiner(centre, warped, flow)
+            warped = flow_warp(feats, flow)
+        return warped, flow
+
+    def flow_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the flow part (flow encoder, estimator, refiner)."""
+        parts = [self.flow_encoder, self.flow_head] + ([self.refiner] if self.refiner is not None else [])
+        return [p for part in parts for p in part.parameters()]
 
     def reconstruct(
         self,
@@ -178,9 +374,8 @@ class VSRNet(nn.Module):
             ``(N, 3, 2H, 2W)`` float RGB.
         """
         n, t, c, height, width = feats.shape
-        flow = F.interpolate(self.estimate_flow(flow_feat_centre, flow_feats).flatten(0, 1), size=(height, width), mode="bilinear", align_corners=False)
-        warped = flow_warp(feats.reshape(n * t, c, height, width), flow)
         centre = feat_centre.unsqueeze(1).expand(n, t, c, height, width).reshape(n * t, c, height, width)
+        warped, _ = self.align(centre, feats.reshape(n * t, c, height, width), self.estimate_flow(flow_feat_centre, flow_feats).flatten(0, 1))
         confidence = torch.sigmoid(self.mask_head(torch.cat([centre, warped], dim=1)))
         weighted = (warped * confidence).reshape(n, t, c, height, width).sum(dim=1)
         total = confidence.reshape(n, t, 1, height, width).sum(dim=1)

@@ -55,7 +55,11 @@ def load_config(path: Path | None = None) -> VSRNetConfig:
     """The network config stored in a weights file's header (the tensors are not read)."""
     path = _existing(path)
     try:
-        return VSRNetConfig(**json.loads(read_metadata(path)["config"]))
+        stored = json.loads(read_metadata(path)["config"])
+        if isinstance(stored, dict):
+            # Weights written before the cost-volume flow estimator carry no such key.
+            stored.setdefault("flow_estimator", "conv")
+        return VSRNetConfig(**stored)
     except Exception as exc:  # safetensors raises its own SafetensorError; bad configs TypeError
         raise ConfigError(f"cannot load weights {path}: {type(exc).__name__}: {exc}") from None
 

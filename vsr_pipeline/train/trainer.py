@@ -44,6 +44,13 @@ class TrainConfig:
         flow_loss_weight: weight of the photometric flow loss (:func:`flow_loss`), 0 to leave it
             out. Trained through the SR loss alone the flow head of the shipped model learned no
             motion; this loss alone did not fix that in a short fine-tune either (RESULTS.md).
+        synthetic_flow_weight: weight of a supervised flow loss on synthetic pairs of known flow
+            (:func:`.flowpairs.make_pairs`, cut from the batch's own frames), 0 to leave it out.
+            Keeps a pretrained flow estimator measuring motion while the SR loss trains the rest.
+        flow_lr_scale: learning rate of the flow part (:meth:`VSRNet.flow_parameters`) relative
+            to ``lr``.
+        extra_data: a second folder written by ``vsr data prepare`` (e.g. compressed clips),
+            drawn for a batch with probability ``extra_data_prob``.
         model: network hyper-parameters.
     """
 
@@ -60,13 +67,17 @@ class TrainConfig:
     threads: int = 0
     init: Path | None = None
     flow_loss_weight: float = 0.0
+    synthetic_flow_weight: float = 0.0
+    flow_lr_scale: float = 1.0
+    extra_data: Path | None = None
+    extra_data_prob: float = 0.0
     model: VSRNetConfig = field(default_factory=VSRNetConfig)
 
     @staticmethod
     def from_json(path: Path) -> "TrainConfig":
         raw = json.loads(Path(path).read_text())
         model = VSRNetConfig(**raw.pop("model", {}))
-        for key in ("data", "run", "output", "init"):
+        for key in ("data", "run", "output", "init", "extra_data"):
             if key in raw:
                 raw[key] = Path(raw[key])
         for key in ("windows", "window_weights"):
@@ -108,6 +119,20 @@ def flow_loss(frames: torch.Tensor, flow_q: torch.Tensor, smooth_weight: float =
     photometric = charbonnier(warped, centre)
     smooth = (flow_q[..., 1:, :] - flow_q[..., :-1, :]).abs().mean() + (flow_q[..., :, 1:] - flow_q[..., :, :-1]).abs().mean()
     return photometric + smooth_weight * smooth
+
+
+def synthetic_flow_loss(net: VSRNet, frames: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """End-point error (input pixels) of the network's flow on pairs of known flow cut from ``frames``.
+
+    Args:
+        frames: ``(N, 3, h, w)`` low-resolution RGB frames, ``h, w >= 48``.
+    """
+    from .flow_pretrain import flow_pair_loss
+    from .flowpairs import FlowPairConfig, make_pairs
+
+    size = (min(frames.shape[-2:]) * 11 // 16) // 4 * 4  # 44 for 64x64 crops
+    centre, other, flow = make_pairs(frames, FlowPairConfig(size=size), gen)
+    return flow_pair_loss(net, centre, other, flow)
 
 
 def y_psnr(pred_y: torch.Tensor, ref_y: torch.Tensor, border: int = 4, peak: float = 255.0) -> float:
@@ -174,12 +199,20 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
     cfg.run.mkdir(parents=True, exist_ok=True)
     train_set = ClipArrays(cfg.data / "train.npz")
     val_set = ClipArrays(cfg.data / "val.npz")
+    extra_set = ClipArrays(cfg.extra_data / "train.npz") if cfg.extra_data is not None and cfg.extra_data_prob > 0 else None
     if cfg.init is not None:
         net = load_network(cfg.init).train()
         log(f"starting from {cfg.init}")
     else:
         net = VSRNet(cfg.model)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    flow_params = net.flow_parameters()
+    flow_ids = {id(p) for p in flow_params}
+    other_params = [p for p in net.parameters() if id(p) not in flow_ids]
+    opt = torch.optim.Adam(
+        [{"params": other_params, "lr_scale": 1.0}, {"params": flow_params, "lr_scale": cfg.flow_lr_scale}],
+        lr=cfg.lr,
+        betas=(0.9, 0.99),
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
     ckpt_path = cfg.run / "checkpoint.pt"
@@ -198,16 +231,21 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
     started, running = time.time(), 0.0
     while step < cfg.steps:
         window = cfg.windows[int(torch.multinomial(weights, 1, generator=gen))]
-        idx = torch.randint(0, train_set.count, (cfg.batch,), generator=gen)
-        starts = torch.randint(0, train_set.frames - window + 1, (cfg.batch,), generator=gen)
-        batch = train_set.batch(idx, starts, window, augment=gen)
+        source = train_set
+        if extra_set is not None and float(torch.rand(1, generator=gen)) < cfg.extra_data_prob:
+            source = extra_set
+        idx = torch.randint(0, source.count, (cfg.batch,), generator=gen)
+        starts = torch.randint(0, source.frames - window + 1, (cfg.batch,), generator=gen)
+        batch = source.batch(idx, starts, window, augment=gen)
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = _lr_at(step, cfg) * group.get("lr_scale", 1.0)
         if cfg.flow_loss_weight > 0 and window > 1:
             pred, flow_q = net(batch.lr_rgb, return_flow=True)
             loss = loss_fn(pred, batch) + cfg.flow_loss_weight * flow_loss(batch.lr_rgb, flow_q)
         else:
             loss = loss_fn(net(batch.lr_rgb), batch)
+        if cfg.synthetic_flow_weight > 0:
+            loss = loss + cfg.synthetic_flow_weight * synthetic_flow_loss(net, batch.lr_rgb[:, 0], gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
