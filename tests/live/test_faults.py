@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,46 @@ def test_metrics_port_in_use_is_an_error(tmp_path, tiny_weights):
         busy = s.getsockname()[1]
         r = subprocess.run([*VSR, "stream", udp(free_port()), str(tmp_path / "o.ts"), "--weights", str(tiny_weights), "--metrics-port", str(busy)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and "cannot serve metrics" in r.stderr, r.stderr
+
+
+def test_output_down_at_start_is_retried_until_the_receiver_comes(tmp_path):
+    """MPEG-TS over TCP to a receiver that is not there yet: frames are refused (no crash, audio
+    too), then the receiver starts listening and the output connects on a retry."""
+    import numpy as np
+
+    from vsr_pipeline.colour import ColourSpec
+    from vsr_pipeline.io.frames import ColourTags, Picture
+    from vsr_pipeline.io.urls import parse_endpoint
+    from vsr_pipeline.live.output import LiveEncoding, LiveOutput
+
+    port = free_port(socket.SOCK_STREAM)
+    spec = ColourSpec("bt709", False, 8, (2, 2))
+    picture = Picture(np.full((64, 64), 128, np.uint8), np.full((32, 32), 128, np.uint8), np.full((32, 32), 128, np.uint8), spec)
+    lines: list[str] = []
+    out = LiveOutput(parse_endpoint(f"tcp://127.0.0.1:{port}", output=True), width=64, height=64, rate=Fraction(25), spec=spec, tags=ColourTags(),
+                     audio=True, encoding=LiveEncoding(keyint=25), backoff_max=0.5, log=lines.append)
+    assert not out.connected
+    assert out.write_video(picture, 0) is False
+    out.write_audio(np.zeros((2, 1920), np.float32), 0)  # nothing to send it to: dropped quietly
+    received = tmp_path / "rx.ts"
+    rx = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", f"tcp://127.0.0.1:{port}?listen=1", "-c", "copy", str(received)], stderr=subprocess.PIPE)
+    try:
+        sent = 0
+        deadline = time.monotonic() + 20
+        index = 1
+        while sent < 50 and time.monotonic() < deadline:
+            if out.write_video(picture, index):
+                out.write_audio(np.zeros((2, 1920), np.float32), index * 1920)
+                sent += 1
+            index += 1
+            time.sleep(0.02)
+        assert out.connected and sent == 50, lines
+        out.close()
+        rx.wait(timeout=15)
+    finally:
+        if rx.poll() is None:
+            rx.kill()
+    assert any("retrying" in line for line in lines), lines
+    info = ffprobe_json(received, "-count_frames")
+    (video,) = [s for s in info["streams"] if s["codec_type"] == "video"]
+    assert int(video["nb_read_frames"]) == 50

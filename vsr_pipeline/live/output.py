@@ -113,6 +113,7 @@ class LiveOutput:
             if not folder.is_dir():
                 raise OutputError(f"output folder does not exist: {folder}")
         self._out = None
+        self._video = self._audio = None  # the streams of the open output
         self._bridge: Bridge | None = None
         self._retry_at = 0.0
         self._unconfirmed = False  # a bridge that has not reported bytes sent yet
@@ -175,6 +176,7 @@ class LiveOutput:
 
     def _connected(self) -> None:
         self._unconfirmed = False
+        self._delay = 0.25  # the next outage starts its backoff afresh
         if self._opened_once:
             self.on_reconnect()
             self.log(f"output {self.endpoint.name}: reconnected")
