@@ -30,8 +30,8 @@ Live streams (:class:`LiveMetrics`) add:
 ``vsr_output_frames_total{kind}``           counter    frames sent: upscaled, classical, repeated
 ``vsr_frames_degraded_total{reason}``       counter    frames not upscaled with the full window: engine_late,
                                                        queue_full (classical), short_window (window 1)
-``vsr_frames_dropped_total{reason}``        counter    input frames never sent: duplicate_slot, late_input,
-                                                       output_behind, output_down
+``vsr_frames_dropped_total{reason}``        counter    input frames never sent: duplicate_slot, output_behind,
+                                                       output_down
 ``vsr_input_bytes_total``                   counter    bytes of demuxed input packets
 ``vsr_input_bitrate_bps``                   gauge      input bitrate over the last 5 seconds
 ``vsr_input_stalls_total``                  counter    input stalls and disconnects
@@ -56,6 +56,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 STAGES = ("decode", "upscale", "encode")
+#: Why a live input frame was never sent: its slot was already taken (a repeated timestamp, or a
+#: catch-up after the input ran early), the playout was too far behind, the receiver was gone.
+DROP_REASONS = ("duplicate_slot", "output_behind", "output_down")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -155,7 +158,7 @@ class LiveMetrics(PipelineMetrics):
             self.output_frames.labels(kind)
         for reason in ("engine_late", "queue_full", "short_window"):
             self.degraded.labels(reason)
-        for reason in ("duplicate_slot", "late_input", "output_behind", "output_down"):
+        for reason in DROP_REASONS:
             self.dropped.labels(reason)
         self._bytes: collections.deque[tuple[float, int]] = collections.deque(maxlen=4096)
         r.register(_BitrateCollector(self))

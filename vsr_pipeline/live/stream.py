@@ -43,7 +43,7 @@ from ..errors import ConfigError, OutputError, VsrError
 from ..io.frames import Picture
 from ..io.sink import check_encoder, output_spec
 from ..io.urls import Endpoint, parse_endpoint
-from ..metrics import LiveMetrics, MetricsServer
+from ..metrics import DROP_REASONS, LiveMetrics, MetricsServer
 from ..pipeline import face_engine
 from ..scenecut import SceneCutDetector
 from ..upscaler import VideoUpscaler
@@ -583,7 +583,7 @@ class LivePipeline:
             short_window=int(m.value(m.degraded, "short_window")),
             classical=int(m.value(m.output_frames, "classical")),
             repeated=int(m.value(m.output_frames, "repeated")),
-            dropped=int(sum(m.value(m.dropped, r) for r in ("duplicate_slot", "late_input", "output_behind", "output_down"))),
+            dropped=int(sum(m.value(m.dropped, r) for r in DROP_REASONS)),
             stalls=int(m.value(m.stalls)),
             reconnects=int(m.value(m.reconnects)),
             seconds=seconds,
