@@ -79,6 +79,7 @@ class VideoUpscaler:
 
     def reset(self) -> list[Picture]:
         """Forget the window; return the input pictures that had not been upscaled yet."""
+        self._cuts.clear()  # those pictures will not come out of here
         return [entry.picture for entry in self.window.reset()]
 
     def _enter(self, picture: Picture) -> _Entry:
