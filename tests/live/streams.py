@@ -92,23 +92,7 @@ class Receiver(threading.Thread):
             self.got.error = f"open: {exc}"
             return
         try:
-            streams = [s for s in container.streams if s.type in ("video", "audio")]
-            for packet in container.demux(streams):
-                if self._halt.is_set():
-                    break
-                for frame in packet.decode():
-                    if frame.pts is None:
-                        continue
-                    t = float(frame.pts * frame.time_base)
-                    if packet.stream.type == "video":
-                        self.got.arrivals.append(time.monotonic())
-                        self.got.pts.append(t)
-                        self.got.sizes.add((frame.width, frame.height))
-                        self.got.keyframes.append(bool(frame.key_frame))
-                        self.got.luma.append(mean_luma(frame))
-                    else:
-                        self.got.audio_rate = frame.sample_rate
-                        self.got.audio.append((t, frame.to_ndarray().astype(np.float32).reshape(len(frame.layout.channels), -1).mean(axis=0)))
+            collect(container, self.got, stop=self._halt)
         except Exception as exc:
             if "Immediate exit" not in str(exc):
                 self.got.error = f"read: {exc}"
@@ -126,25 +110,34 @@ def mean_luma(frame) -> float:
     return float(rows[::2, ::2].mean())
 
 
+def collect(container, got: Received, stop: threading.Event | None = None) -> None:
+    """Decode a container's video and audio into ``got`` (arrival time stamped per video frame)."""
+    streams = [s for s in container.streams if s.type in ("video", "audio")]
+    for packet in container.demux(streams):
+        if stop is not None and stop.is_set():
+            return
+        for frame in packet.decode():
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * frame.time_base)
+            if packet.stream.type == "video":
+                got.arrivals.append(time.monotonic())
+                got.pts.append(t)
+                got.sizes.add((frame.width, frame.height))
+                got.keyframes.append(bool(frame.key_frame))
+                got.luma.append(mean_luma(frame))
+            else:
+                got.audio_rate = frame.sample_rate
+                got.audio.append((t, frame.to_ndarray().astype(np.float32).reshape(len(frame.layout.channels), -1).mean(axis=0)))
+
+
 def read_file(path: Path) -> Received:
     """Decode a whole file the same way as :class:`Receiver`."""
     import av
 
     got = Received()
     with av.open(str(path)) as container:
-        streams = [s for s in container.streams if s.type in ("video", "audio")]
-        for packet in container.demux(streams):
-            for frame in packet.decode():
-                if frame.pts is None:
-                    continue
-                t = float(frame.pts * frame.time_base)
-                if packet.stream.type == "video":
-                    got.pts.append(t)
-                    got.sizes.add((frame.width, frame.height))
-                    got.luma.append(mean_luma(frame))
-                else:
-                    got.audio_rate = frame.sample_rate
-                    got.audio.append((t, frame.to_ndarray().astype(np.float32).reshape(len(frame.layout.channels), -1).mean(axis=0)))
+        collect(container, got)
     return got
 
 

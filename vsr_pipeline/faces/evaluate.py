@@ -105,6 +105,8 @@ def identity_distance(outputs: list[Picture], truth: list[Picture]) -> float | N
 
 def evaluate_faces(cfg: FaceEvalConfig, *, log=print) -> str:
     """Run the face evaluation; write ``faces.json`` and ``faces.md``; return the markdown table."""
+    if not (cfg.data / "manifest.json").is_file():
+        raise VsrError(f"no {cfg.data / 'manifest.json'}: run 'vsr data prepare --out {cfg.data}' first")
     manifest = json.loads((cfg.data / "manifest.json").read_text())
     clips = [cfg.data / e["copied_as"] for e in manifest["files"] if e.get("kind") == "faces" and e.get("copied_as")]
     if not clips:

@@ -108,9 +108,14 @@ def _source_path(cache: Path, package: str, registry: str, inner: str) -> Path:
     if not target.is_file():
         debs = cache / "debs"
         debs.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["apt-get", "download", package], cwd=debs, check=True, capture_output=True)
-        deb = sorted(debs.glob(f"{package}_*.deb"))[-1]
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(folder)], check=True)
+        try:
+            subprocess.run(["apt-get", "download", package], cwd=debs, check=True, capture_output=True)
+            deb = sorted(debs.glob(f"{package}_*.deb"))[-1]
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(folder)], check=True, capture_output=True)
+        except (OSError, IndexError, subprocess.CalledProcessError) as exc:
+            raise VsrError(f"cannot fetch the Debian package {package} (needs apt-get and 'apt-get update'): {exc}") from None
+    if not target.is_file():
+        raise VsrError(f"{inner} not found in {package}")
     return target
 
 
