@@ -213,3 +213,37 @@ def test_corr_recipe_loads():
     assert cfg.extra_data == Path("data/vsr_mixed") and 0 < cfg.extra_data_prob < 1
     assert cfg.init == Path("runs/flowpre_refine.safetensors") and cfg.synthetic_flow_weight > 0
     assert cfg.windows == (1, 3, 5) and cfg.threads == 1
+
+
+def test_init_changes_grow_the_network_from_its_exact_starting_point(data_dir, tmp_path):
+    """A grown network (more residual blocks) starts computing exactly what ``init`` computes,
+    and its new blocks are then trained."""
+    from vsr_pipeline.models.vsrnet import VSRNet
+    from vsr_pipeline.models.weights import save_weights
+
+    torch.manual_seed(0)
+    small = VSRNet(TINY)
+    with torch.no_grad():
+        small.tail.weight.normal_(0, 0.05)  # a non-trivial starting network
+    save_weights(small, tmp_path / "small.safetensors")
+    blocks = TINY.reconstruct_blocks + 2
+    cfg = _config(data_dir, tmp_path / "run", 0, init=tmp_path / "small.safetensors", init_changes={"reconstruct_blocks": blocks})
+    train(cfg, log=lambda m: None)  # 0 steps: the starting network itself is written
+    grown = load_network(tmp_path / "run" / "out.safetensors").eval()
+    assert grown.config.reconstruct_blocks == blocks and len(grown.body) == blocks
+    frames = torch.rand(1, 3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(grown(frames), small.eval()(frames), atol=1e-6)
+    cfg = _config(data_dir, tmp_path / "run2", 10, init=tmp_path / "small.safetensors", init_changes={"reconstruct_blocks": blocks})
+    train(cfg, log=lambda m: None)
+    trained = load_network(cfg.output)
+    assert trained.body[-1].conv2.weight.abs().sum() > 0  # the new identity block learned
+
+
+def test_v2_recipe_grows_the_corr_model():
+    """The recipe of the shipped weights: the cost-volume model grown by two blocks, more compressed clips."""
+    import vsr_pipeline.train as train_pkg
+
+    cfg = TrainConfig.from_json(Path(train_pkg.__file__).parent / "configs" / "vsrnet_x2_v2.json")
+    assert cfg.init == Path("runs/corr_x2.safetensors") and cfg.init_changes == {"reconstruct_blocks": 8}
+    assert cfg.data == Path("data/vsr_mixed") and cfg.extra_data == Path("data/vsr") and cfg.extra_data_prob == 0.2

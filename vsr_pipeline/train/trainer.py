@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -41,6 +41,10 @@ class TrainConfig:
         seed: seed of the model init and the batch order.
         threads: torch CPU threads (0 keeps torch's default).
         init: weights to start from (fine-tuning); their config replaces ``model``.
+        init_changes: changes to the ``init`` network's config, e.g. ``{"reconstruct_blocks": 8}``
+            to grow it: tensors of the same name and shape are carried over and new residual
+            blocks start as the identity (:func:`.flow_pretrain.transplant`), so step 0
+            computes exactly what ``init`` computes.
         flow_loss_weight: weight of the photometric flow loss (:func:`flow_loss`), 0 to leave it
             out. Trained through the SR loss alone the flow head of the shipped model learned no
             motion; this loss alone did not fix that in a short fine-tune either (RESULTS.md).
@@ -66,6 +70,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     init: Path | None = None
+    init_changes: dict[str, int | str] = field(default_factory=dict)
     flow_loss_weight: float = 0.0
     synthetic_flow_weight: float = 0.0
     flow_lr_scale: float = 1.0
@@ -201,8 +206,14 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
     val_set = ClipArrays(cfg.data / "val.npz")
     extra_set = ClipArrays(cfg.extra_data / "train.npz") if cfg.extra_data is not None and cfg.extra_data_prob > 0 else None
     if cfg.init is not None:
-        net = load_network(cfg.init).train()
-        log(f"starting from {cfg.init}")
+        net = load_network(cfg.init)
+        if cfg.init_changes:
+            from .flow_pretrain import transplant
+
+            source, net = net, VSRNet(replace(net.config, **cfg.init_changes))
+            transplant(net, source)
+        net.train()
+        log(f"starting from {cfg.init}" + (f" with {cfg.init_changes}" if cfg.init_changes else ""))
     else:
         net = VSRNet(cfg.model)
     flow_params = net.flow_parameters()
