@@ -13,7 +13,7 @@ import av
 import pytest
 
 from conftest import ffmpeg, ffprobe_json
-from vsr_pipeline.models.weights import default_weights_path
+from vsr_pipeline.models.weights import default_weights_path, weights_argument
 
 VSR = [sys.executable, "-m", "vsr_pipeline"]
 
@@ -267,6 +267,25 @@ def test_info_shipped_weights(tmp_path):
     _assert_info(r.stdout, default_weights_path())
     budget = float(next(line for line in r.stdout.splitlines() if "1080p -> 2160p" in line).split(": ")[1].split()[0])
     assert budget <= 1.5  # the real-time budget: 1.5 TMAC per 1080p frame
+
+
+@pytest.mark.skipif(not weights_argument("compressed").is_file(), reason=f"shipped weights {weights_argument('compressed')} are missing")
+def test_compressed_weights_by_name(clip_with_audio, tmp_path):
+    """``--weights compressed`` picks the second shipped model, for info and for an upscale run
+    (default backend: exported to ONNX and run by ONNX Runtime)."""
+    r = vsr("info", "--weights", "compressed", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    _assert_info(r.stdout, weights_argument("compressed"))
+    assert "'reconstruct_blocks': 8" in r.stdout
+    budget = float(next(line for line in r.stdout.splitlines() if "1080p -> 2160p" in line).split(": ")[1].split()[0])
+    assert budget <= 1.5
+    out = tmp_path / "up.mp4"
+    r = vsr("upscale", clip_with_audio, out, "--weights", "compressed", cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    video = next(s for s in ffprobe_json(out)["streams"] if s["codec_type"] == "video")
+    source = next(s for s in ffprobe_json(clip_with_audio)["streams"] if s["codec_type"] == "video")
+    assert (video["width"], video["height"]) == (2 * source["width"], 2 * source["height"])
+    assert frame_count(out) == frame_count(clip_with_audio)
 
 
 def test_progress_bar_on_a_terminal(clip_with_audio, tiny_weights, tmp_path):

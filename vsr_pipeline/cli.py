@@ -64,7 +64,7 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> N
     p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "torch", "onnxruntime"), help="inference backend; auto picks the fastest available and says which (default)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the network runs (default: cuda if available)")
     p.add_argument("--window", type=int, default=None, metavar="T", help="temporal window, odd (default: the model's, 3)")
-    p.add_argument("--weights", type=Path, default=None, help="model weights (.safetensors); default: engines/vsrnet_x2.safetensors")
+    p.add_argument("--weights", type=_weights, default=None, metavar="NAME|FILE", help="video SR weights: 'default' (engines/vsrnet_x2.safetensors, best on clean input), 'compressed' (engines/vsrnet_x2_compressed.safetensors, better on heavily compressed H.264 sources such as CCTV and low-bitrate broadcast; 1.6x the compute) or a .safetensors file")
     p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
     if files:
         p.add_argument("--queue", type=int, default=8, metavar="N", help="frames buffered between stages (default 8)")
@@ -120,28 +120,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_upscale_options(demo)
 
     info = sub.add_parser("info", help="model, cost per frame, backends and encoders available")
-    info.add_argument("--weights", type=Path, default=None)
+    info.add_argument("--weights", type=_weights, default=None, metavar="NAME|FILE", help="'default', 'compressed' or a .safetensors file")
     info.add_argument("--window", type=int, default=None)
 
     data = sub.add_parser("data", help="training data")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
     prep = data_sub.add_parser("prepare", help="build training/validation/hold-out data from Debian packages (needs apt-get)")
-    prep.add_argument("--out", type=Path, default=Path("data/vsr"))
+    prep.add_argument("--out", type=Path, default=Path("data/vsr"), help="output folder: train.npz, val.npz, holdout/, manifest.json with every source's provenance and licence (default data/vsr)")
     prep.add_argument("--cache", type=Path, default=Path("data/cache"), help="where packages are downloaded and unpacked")
-    prep.add_argument("--clips-per-photo", type=int, default=64)
-    prep.add_argument("--compress-prob", type=float, default=0.0, help="fraction of LR clips sent through a real H.264/HEVC round trip")
-    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--clips-per-photo", type=int, default=64, help="moving clips synthesised from each training photograph (default 64)")
+    prep.add_argument("--compress-prob", type=float, default=0.0, help="fraction of LR clips sent through a real H.264/HEVC round trip (default 0)")
+    prep.add_argument("--seed", type=int, default=0, help="seed of every random choice; the same seed gives the same data (default 0)")
     sample = data_sub.add_parser("sample", help="rebuild the bundled sample clip from validation photographs")
-    sample.add_argument("--out", type=Path, default=Path("vsr_pipeline/data/sample.mp4"))
-    sample.add_argument("--cache", type=Path, default=Path("data/cache"))
+    sample.add_argument("--out", type=Path, default=Path("vsr_pipeline/data/sample.mp4"), help="where the clip goes (default: the bundled sample)")
+    sample.add_argument("--cache", type=Path, default=Path("data/cache"), help="where packages are downloaded and unpacked")
 
     train = sub.add_parser("train", help="train the video SR network")
     train.add_argument("--config", type=Path, default=None, help="JSON training config (fields of TrainConfig)")
-    train.add_argument("--data", type=Path, default=None)
+    train.add_argument("--data", type=Path, default=None, help="'vsr data prepare' folder (default data/vsr)")
     train.add_argument("--run", type=Path, default=None, help="run folder (checkpoint, log, plot); an existing one is resumed")
-    train.add_argument("--steps", type=int, default=None)
+    train.add_argument("--steps", type=int, default=None, help="optimiser steps in all (a resumed run continues to this)")
     train.add_argument("--output", type=Path, default=None, help="where the final weights go")
-    train.add_argument("--threads", type=int, default=None)
+    train.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads (default: all cores)")
     train.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
     train.add_argument("--lr", type=float, default=None, help="peak learning rate")
 
@@ -150,24 +150,43 @@ def build_parser() -> argparse.ArgumentParser:
     ft = fc_sub.add_parser("train", help="train the face SR network (real face photographs + training photographs)")
     ft.add_argument("--data", type=Path, default=Path("data/vsr"), help="'vsr data prepare' folder (its manifest lists the training photographs)")
     ft.add_argument("--cache", type=Path, default=Path("data/cache"))
-    ft.add_argument("--steps", type=int, default=900)
+    ft.add_argument("--steps", type=int, default=3000)
     ft.add_argument("--out", type=Path, default=Path("runs/facesr/facesr_x2.safetensors"))
     ft.add_argument("--threads", type=int, default=1)
+    ft.add_argument("--video-weights", type=_weights, default=None, metavar="NAME|FILE", help="the video network whose output the face network refines: default, compressed or a file (default: default)")
+    ft.add_argument("--channels", type=int, default=48, help="face network feature channels")
+    ft.add_argument("--blocks", type=int, default=6, help="face network residual blocks")
+    ft.add_argument("--batch", type=int, default=12)
+    ft.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
+    ft.add_argument("--pool", type=int, default=3000, help="training pairs generated up front")
+    ft.add_argument("--compress", type=float, default=0.5, help="share of pairs through H.264 (CRF 18-34)")
+    ft.add_argument("--face-weight", type=float, default=3.0, help="extra loss weight inside the face box")
+    ft.add_argument("--face-width", type=float, nargs=2, default=(40.0, 140.0), metavar=("MIN", "MAX"), help="face width in the training targets, pixels (default 40 140)")
+    ft.add_argument("--val-every", type=int, default=250, help="validate (and keep the best checkpoint) every N steps")
+    ft.add_argument("--max-scale", type=float, default=1.0, help="largest resampling of a face photograph (>1: softer, upsampled targets; default 1)")
+    ft.add_argument("--seed", type=int, default=0)
     fe = fc_sub.add_parser("eval", help="face-region Y-PSNR, temporal error and identity distance, engine on vs off vs Lanczos")
     fe.add_argument("--data", type=Path, default=Path("data/vsr"))
-    fe.add_argument("--weights", type=Path, default=None)
-    fe.add_argument("--face-weights", type=Path, default=None)
+    fe.add_argument("--weights", "--video-weights", dest="weights", type=_weights, default=None, metavar="NAME|FILE", help="video network weights for engine off and on (default: engines/vsrnet_x2.safetensors)")
+    fe.add_argument("--face-weights", type=Path, default=None, help="face SR weights (default: engines/facesr_x2.safetensors)")
     fe.add_argument("--frames", type=int, default=24)
+    fe.add_argument("--conditions", nargs="+", choices=("clean", "crf28"), default=["clean", "crf28"], help="input conditions (default: both)")
     fe.add_argument("--out", type=Path, default=Path("runs/eval_faces"))
 
     ev = sub.add_parser("eval", help="Y-PSNR/SSIM of the network vs Lanczos and bicubic on the hold-out footage")
-    ev.add_argument("--data", type=Path, default=Path("data/vsr"))
-    ev.add_argument("--weights", type=Path, default=None)
-    ev.add_argument("--window", type=int, default=None)
+    ev.add_argument("--data", type=Path, default=Path("data/vsr"), help="'vsr data prepare' folder whose holdout/ clips are evaluated (default data/vsr)")
+    ev.add_argument("--weights", type=_weights, default=None, metavar="NAME|FILE", help="video SR weights: 'default', 'compressed' or a .safetensors file (default: 'default')")
+    ev.add_argument("--window", type=int, default=None, help="temporal window (default: the weights' own)")
     ev.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
     ev.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for the table, plot and PNG crops")
     ev.add_argument("--conditions", nargs="+", choices=("clean", "crf28"), default=["clean", "crf28"], help="input conditions (default: both)")
     return parser
+
+
+def _weights(value: str) -> Path:
+    from .models.weights import weights_argument
+
+    return weights_argument(value)
 
 
 def _upscale_config(args: argparse.Namespace, input_: str, output: str):
@@ -378,15 +397,23 @@ def cmd_faces(args) -> int:
     if args.faces_command == "train":
         from .faces.train import FaceTrainConfig, train_face_sr
 
-        cfg = FaceTrainConfig(cache=args.cache, manifest=args.data / "manifest.json", out=args.out, steps=args.steps, threads=args.threads)
+        from .faces.face_sr import FaceSRConfig
+
+        cfg = FaceTrainConfig(
+            cache=args.cache, manifest=args.data / "manifest.json", out=args.out, steps=args.steps, threads=args.threads,
+            video_weights=args.video_weights, model=FaceSRConfig(channels=args.channels, blocks=args.blocks), batch=args.batch,
+            lr=args.lr, pool=args.pool, compress=args.compress, face_weight=args.face_weight, seed=args.seed,
+            face_width=tuple(args.face_width), max_scale=args.max_scale, val_every=args.val_every,
+        )
         if not cfg.manifest.is_file():
             raise VsrError(f"no {cfg.manifest}: run 'vsr data prepare --out {args.data}' first")
-        print(f"trained {train_face_sr(cfg, log=_log)}; weights {args.out}")
+        record = train_face_sr(cfg, log=_log)
+        print(f"trained {cfg.steps} steps; kept step {record['best']['step']} (validation face gain {record['best']['gain_db']:+.3f} dB); weights {args.out}")
         return 0
     if args.faces_command == "eval":
         from .faces.evaluate import FaceEvalConfig, evaluate_faces
 
-        print(evaluate_faces(FaceEvalConfig(data=args.data, weights=args.weights, face_weights=args.face_weights, frames=args.frames, out=args.out), log=_log))
+        print(evaluate_faces(FaceEvalConfig(data=args.data, weights=args.weights, face_weights=args.face_weights, frames=args.frames, conditions=tuple(args.conditions), out=args.out), log=_log))
         return 0
     raise VsrError("usage: vsr faces train | vsr faces eval")
 

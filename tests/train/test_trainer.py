@@ -240,10 +240,12 @@ def test_init_changes_grow_the_network_from_its_exact_starting_point(data_dir, t
     assert trained.body[-1].conv2.weight.abs().sum() > 0  # the new identity block learned
 
 
-def test_v2_recipe_grows_the_corr_model():
-    """The recipe of the shipped weights: the cost-volume model grown by two blocks, more compressed clips."""
+def test_compressed_recipe_grows_the_corr_model():
+    """The recipe of the shipped weights for compressed input: the cost-volume model grown by two
+    blocks, trained on more compressed clips."""
     import vsr_pipeline.train as train_pkg
 
-    cfg = TrainConfig.from_json(Path(train_pkg.__file__).parent / "configs" / "vsrnet_x2_v2.json")
+    cfg = TrainConfig.from_json(Path(train_pkg.__file__).parent / "configs" / "vsrnet_x2_compressed.json")
     assert cfg.init == Path("runs/corr_x2.safetensors") and cfg.init_changes == {"reconstruct_blocks": 8}
     assert cfg.data == Path("data/vsr_mixed") and cfg.extra_data == Path("data/vsr") and cfg.extra_data_prob == 0.2
+    assert cfg.output == Path("engines/vsrnet_x2_compressed.safetensors")

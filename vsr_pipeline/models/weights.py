@@ -12,6 +12,11 @@ from .vsrnet import VSRNet, VSRNetConfig
 #: Name of the shipped default video SR weights inside the engines folder.
 DEFAULT_WEIGHTS = "vsrnet_x2.safetensors"
 
+#: Shipped video SR weights by the name ``--weights`` accepts: ``default`` (best on clean input)
+#: and ``compressed`` (better on heavily compressed input, e.g. H.264 CRF 28; 1.6x the
+#: compute). Measured in benchmarks/RESULTS.md.
+SHIPPED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "compressed": "vsrnet_x2_compressed.safetensors"}
+
 
 def engines_dir() -> Path:
     """The project's ``engines/`` folder (override with ``VSR_ENGINES_DIR``)."""
@@ -21,6 +26,12 @@ def engines_dir() -> Path:
 
 def default_weights_path() -> Path:
     return engines_dir() / DEFAULT_WEIGHTS
+
+
+def weights_argument(value: str) -> Path:
+    """A ``--weights`` value: a shipped name (:data:`SHIPPED_WEIGHTS`) or a path to a file."""
+    name = SHIPPED_WEIGHTS.get(value)
+    return engines_dir() / name if name is not None else Path(value)
 
 
 def save_weights(net: VSRNet, path: Path, *, extra: dict[str, str] | None = None) -> None:
@@ -46,7 +57,8 @@ def read_metadata(path: Path) -> dict[str, str]:
 def _existing(path: Path | None) -> Path:
     path = Path(path) if path is not None else default_weights_path()
     if not path.is_file():
-        hint = " (installed without -e? set VSR_ENGINES_DIR to the project's engines/ folder, or pass --weights)" if path == default_weights_path() else ""
+        shipped = path.parent == engines_dir() and path.name in SHIPPED_WEIGHTS.values()
+        hint = " (installed without -e? set VSR_ENGINES_DIR to the project's engines/ folder, or pass --weights)" if shipped else ""
         raise ConfigError(f"weights file not found: {path}{hint}")
     return path
 
