@@ -1,6 +1,6 @@
 """Frames/s of the model alone and of the whole pipeline on the same clip, same backend.
 
-    python benchmarks/bench_throughput.py [--width 320 --height 180 --frames 48 --backend onnxruntime]
+    python benchmarks/bench_throughput.py [--width 320 --height 180 --frames 48 --backend onnxruntime --weights compressed]
 
 "model alone" runs the upscale stage (colour conversion, window, network, quantisation) on
 frames already decoded into memory; "pipeline" runs ``vsr upscale`` file to file (decode,
@@ -35,6 +35,7 @@ def main() -> None:
     from vsr_pipeline.io.frames import Picture
     from vsr_pipeline.io.sink import EncoderSettings
     from vsr_pipeline.io.source import open_source
+    from vsr_pipeline.models.weights import weights_argument
     from vsr_pipeline.pipeline import UpscaleConfig, run_upscale
     from vsr_pipeline.upscaler import VideoUpscaler
 
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--window", type=int, default=None)
+    ap.add_argument("--weights", type=weights_argument, default=None, help="'default', 'compressed' or a .safetensors file")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,7 +53,7 @@ def main() -> None:
         subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc2=s={args.width}x{args.height}:r=25",
                         "-frames:v", str(args.frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], check=True)
         name, device, _ = resolve(args.backend, "auto")
-        backend = create_backend(name, device)
+        backend = create_backend(name, device, weights=args.weights)
         window = args.window or backend.window
         source = open_source(str(clip))
         pictures = [p for p in source if isinstance(p, Picture)]
@@ -67,10 +69,10 @@ def main() -> None:
         n += len(upscaler.flush())
         model_fps = n / (time.perf_counter() - started)
 
-        summary = run_upscale(UpscaleConfig(input=str(clip), output=str(Path(tmp) / "out.mp4"), backend=name, device=device, window=window, encoder=EncoderSettings()), log=lambda s: None, progress=False, backend=backend)
+        summary = run_upscale(UpscaleConfig(input=str(clip), output=str(Path(tmp) / "out.mp4"), backend=name, device=device, window=window, weights=args.weights, encoder=EncoderSettings()), log=lambda s: None, progress=False, backend=backend)
         pipe_fps = summary.fps
     print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads; python {platform.python_version()}; torch {torch.__version__}")
-    print(f"input {args.width}x{args.height}, {args.frames} frames, backend {name}/{device}, window {window}")
+    print(f"input {args.width}x{args.height}, {args.frames} frames, backend {name}/{device}, window {window}, weights {args.weights or 'default'}")
     print(f"| model alone (upscale stage, in memory) | {model_fps:.2f} fps |")
     print(f"| whole pipeline (decode+upscale+encode, file to file) | {pipe_fps:.2f} fps |")
     print(f"| pipeline / model | {pipe_fps / model_fps:.2%} |")

@@ -64,7 +64,7 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> N
     p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "torch", "onnxruntime"), help="inference backend; auto picks the fastest available and says which (default)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the network runs (default: cuda if available)")
     p.add_argument("--window", type=int, default=None, metavar="T", help="temporal window, odd (default: the model's, 3)")
-    p.add_argument("--weights", type=_weights, default=None, metavar="NAME|FILE", help="video SR weights: 'default' (engines/vsrnet_x2.safetensors, best on clean input), 'compressed' (engines/vsrnet_x2_compressed.safetensors, better on heavily compressed H.264 sources such as CCTV and low-bitrate broadcast; 1.6x the compute) or a .safetensors file")
+    p.add_argument("--weights", type=_weights, default=None, metavar="NAME|FILE", help="video SR weights: 'default' (engines/vsrnet_x2.safetensors, best on clean input), 'compressed' (engines/vsrnet_x2_compressed.safetensors, better on heavily compressed H.264 sources such as CCTV and low-bitrate broadcast; 1.6x the MACs, half the speed on a CPU) or a .safetensors file")
     p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
     if files:
         p.add_argument("--queue", type=int, default=8, metavar="N", help="frames buffered between stages (default 8)")
