@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from conftest import ffmpeg, ffprobe_json
@@ -286,6 +287,34 @@ def test_compressed_weights_by_name(clip_with_audio, tmp_path):
     source = next(s for s in ffprobe_json(clip_with_audio)["streams"] if s["codec_type"] == "video")
     assert (video["width"], video["height"]) == (2 * source["width"], 2 * source["height"])
     assert frame_count(out) == frame_count(clip_with_audio)
+
+
+@pytest.mark.skipif(not all(weights_argument(n).is_file() for n in ("default", "compressed")), reason="shipped weights are missing")
+def test_weights_auto_follows_the_source_quantiser(tmp_path):
+    """The default ``--weights auto`` picks the compressed weights for a coarsely quantised H.264
+    input and the default weights for a finely quantised one, says so, and computes exactly
+    what naming those weights computes; live streams and ``info`` refuse ``auto``."""
+    from vsr_pipeline.models.weights import AUTO_MIN_QP
+
+    for crf, expected in ((12, "default"), (44, "compressed")):
+        src = tmp_path / f"crf{crf}.mp4"
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=0.4", "-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p", str(src))
+        auto, named = tmp_path / f"auto{crf}.mkv", tmp_path / f"named{crf}.mkv"
+        r = vsr("upscale", src, auto, "--codec", "ffv1", "--threads", "1", cwd=tmp_path, timeout=300)
+        assert r.returncode == 0, r.stderr
+        line = next(x for x in r.stderr.splitlines() if x.startswith("weights:"))
+        assert line.startswith(f"weights: {expected} (auto: H.264 median QP "), line
+        qp = float(line.split("QP ")[1].split()[0])
+        assert (qp >= AUTO_MIN_QP) == (expected == "compressed")
+        r = vsr("upscale", src, named, "--codec", "ffv1", "--threads", "1", "--weights", expected, cwd=tmp_path, timeout=300)
+        assert r.returncode == 0, r.stderr
+        with av.open(str(auto)) as a, av.open(str(named)) as b:
+            planes = [(x.to_ndarray(), y.to_ndarray()) for x, y in zip(a.decode(video=0), b.decode(video=0))]
+        assert len(planes) == 10 and all(np.array_equal(x, y) for x, y in planes)
+    r = vsr("stream", "udp://127.0.0.1:9", str(tmp_path / "live.ts"), "--weights", "auto", cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()] and "--weights auto is for files" in r.stderr
+    r = vsr("info", "--weights", "auto", cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and "'auto' is not possible here" in r.stderr
 
 
 def test_progress_bar_on_a_terminal(clip_with_audio, tiny_weights, tmp_path):

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .errors import VsrError
+from .errors import ConfigError, VsrError
 
 _UPSCALE_EPILOG = """\
 examples:
@@ -64,7 +64,16 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> N
     p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "torch", "onnxruntime"), help="inference backend; auto picks the fastest available and says which (default)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the network runs (default: cuda if available)")
     p.add_argument("--window", type=int, default=None, metavar="T", help="temporal window, odd (default: the model's, 3)")
-    p.add_argument("--weights", type=_weights, default=None, metavar="NAME|FILE", help="video SR weights: 'default' (engines/vsrnet_x2.safetensors, best on clean input), 'compressed' (engines/vsrnet_x2_compressed.safetensors, better on heavily compressed H.264 sources such as CCTV and low-bitrate broadcast; 1.6x the MACs, half the speed on a CPU) or a .safetensors file")
+    weights_help = (
+        "video SR weights: 'default' (engines/vsrnet_x2.safetensors, best on clean and lightly compressed input), "
+        "'compressed' (engines/vsrnet_x2_compressed.safetensors, better on heavily compressed H.264 sources such as CCTV "
+        "and low-bitrate broadcast; 1.6x the MACs, half the speed on a CPU) or a .safetensors file"
+    )
+    if files:
+        weights_help += "; 'auto' (default) picks 'compressed' when the input's first frames have an H.264 median QP of 30 or more, else 'default', and says which"
+    else:
+        weights_help += " (default: 'default'; 'auto' needs frames before the network is built, so live input names the weights)"
+    p.add_argument("--weights", type=_weights, default="auto" if files else None, metavar="NAME|FILE", help=weights_help)
     p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
     if files:
         p.add_argument("--queue", type=int, default=8, metavar="N", help="frames buffered between stages (default 8)")
@@ -120,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_upscale_options(demo)
 
     info = sub.add_parser("info", help="model, cost per frame, backends and encoders available")
-    info.add_argument("--weights", type=_weights, default=None, metavar="NAME|FILE", help="'default', 'compressed' or a .safetensors file")
+    info.add_argument("--weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="'default', 'compressed' or a .safetensors file")
     info.add_argument("--window", type=int, default=None)
 
     data = sub.add_parser("data", help="training data")
@@ -130,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--cache", type=Path, default=Path("data/cache"), help="where packages are downloaded and unpacked")
     prep.add_argument("--clips-per-photo", type=int, default=64, help="moving clips synthesised from each training photograph (default 64)")
     prep.add_argument("--compress-prob", type=float, default=0.0, help="fraction of LR clips sent through a real H.264/HEVC round trip (default 0)")
+    prep.add_argument("--crf-range", type=int, nargs=2, default=(18, 34), metavar=("MIN", "MAX"), help="CRF range of that round trip, inclusive (default 18 34; higher is stronger compression)")
     prep.add_argument("--seed", type=int, default=0, help="seed of every random choice; the same seed gives the same data (default 0)")
     sample = data_sub.add_parser("sample", help="rebuild the bundled sample clip from validation photographs")
     sample.add_argument("--out", type=Path, default=Path("vsr_pipeline/data/sample.mp4"), help="where the clip goes (default: the bundled sample)")
@@ -153,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--steps", type=int, default=3000)
     ft.add_argument("--out", type=Path, default=Path("runs/facesr/facesr_x2.safetensors"))
     ft.add_argument("--threads", type=int, default=1)
-    ft.add_argument("--video-weights", type=_weights, default=None, metavar="NAME|FILE", help="the video network whose output the face network refines: default, compressed or a file (default: default)")
+    ft.add_argument("--video-weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="the video network whose output the face network refines: default, compressed or a file (default: default)")
     ft.add_argument("--channels", type=int, default=48, help="face network feature channels")
     ft.add_argument("--blocks", type=int, default=6, help="face network residual blocks")
     ft.add_argument("--batch", type=int, default=12)
@@ -167,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, default=0)
     fe = fc_sub.add_parser("eval", help="face-region Y-PSNR, temporal error and identity distance, engine on vs off vs Lanczos")
     fe.add_argument("--data", type=Path, default=Path("data/vsr"))
-    fe.add_argument("--weights", "--video-weights", dest="weights", type=_weights, default=None, metavar="NAME|FILE", help="video network weights for engine off and on (default: engines/vsrnet_x2.safetensors)")
+    fe.add_argument("--weights", "--video-weights", dest="weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="video network weights for engine off and on (default: engines/vsrnet_x2.safetensors)")
     fe.add_argument("--face-weights", type=Path, default=None, help="face SR weights (default: engines/facesr_x2.safetensors)")
     fe.add_argument("--frames", type=int, default=24)
     fe.add_argument("--conditions", nargs="+", choices=("clean", "crf28"), default=["clean", "crf28"], help="input conditions (default: both)")
@@ -175,18 +185,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="Y-PSNR/SSIM of the network vs Lanczos and bicubic on the hold-out footage")
     ev.add_argument("--data", type=Path, default=Path("data/vsr"), help="'vsr data prepare' folder whose holdout/ clips are evaluated (default data/vsr)")
-    ev.add_argument("--weights", type=_weights, default=None, metavar="NAME|FILE", help="video SR weights: 'default', 'compressed' or a .safetensors file (default: 'default')")
+    ev.add_argument("--weights", type=_weights, default=None, metavar="NAME|FILE", help="video SR weights: 'default', 'compressed', a .safetensors file, or 'auto': for each clip and condition the weights 'vsr upscale' would pick from the H.264 quantisers (default: 'default')")
     ev.add_argument("--window", type=int, default=None, help="temporal window (default: the weights' own)")
     ev.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
     ev.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for the table, plot and PNG crops")
-    ev.add_argument("--conditions", nargs="+", choices=("clean", "crf28"), default=["clean", "crf28"], help="input conditions (default: both)")
+    ev.add_argument("--conditions", nargs="+", type=_condition, default=["clean", "crf28"], metavar="COND", help="input conditions: 'clean' and/or 'crfN', the LR clip through H.264 at CRF N (default: clean crf28)")
     return parser
 
 
-def _weights(value: str) -> Path:
+def _condition(value: str) -> str:
+    from .train.evaluate import condition_crf
+
+    try:
+        condition_crf(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _weights(value: str) -> Path | str:
+    """``--weights`` where ``auto`` is meaningful (files: the source's quantisers decide)."""
     from .models.weights import weights_argument
 
     return weights_argument(value)
+
+
+def _fixed_weights(value: str) -> Path:
+    """``--weights`` of commands that need one network up front: a shipped name or a file."""
+    if value == "auto":
+        raise argparse.ArgumentTypeError("'auto' is not possible here: name the weights (default, compressed or a file)")
+    return Path(_weights(value))
 
 
 def _upscale_config(args: argparse.Namespace, input_: str, output: str):
@@ -363,7 +391,9 @@ def cmd_data(args) -> int:
         return 0
     if args.data_command != "prepare":
         raise VsrError("usage: vsr data prepare [--out DIR] | vsr data sample [--out FILE]")
-    cfg = PrepareConfig(clips_per_photo=args.clips_per_photo, compress_prob=args.compress_prob, seed=args.seed)
+    if not 0 <= args.crf_range[0] <= args.crf_range[1] <= 51:
+        raise ConfigError(f"--crf-range must be two CRFs MIN <= MAX in 0..51, got {args.crf_range[0]} {args.crf_range[1]}")
+    cfg = PrepareConfig(clips_per_photo=args.clips_per_photo, compress_prob=args.compress_prob, crf_range=tuple(args.crf_range), seed=args.seed)
     manifest = prepare(args.out, args.cache, cfg)
     print(f"prepared {manifest['counts']} in {args.out} (manifest: {args.out / 'manifest.json'})")
     return 0

@@ -42,7 +42,8 @@ class UpscaleConfig:
         backend: ``auto``, ``tensorrt``, ``torch`` or ``onnxruntime``.
         device: ``auto``, ``cpu`` or ``cuda``.
         window: temporal window (odd); None for the model's default.
-        weights: safetensors weights; None for the shipped default.
+        weights: safetensors weights; None for the shipped default; ``"auto"`` for the shipped
+            weights picked from the source's H.264 quantisers (:func:`resolve_weights`).
         queue_size: bound of each inter-stage queue, in frames.
         threads: inference threads (0: the backend's default).
         scene_cuts: detect scene cuts so that windows never mix shots.
@@ -62,7 +63,7 @@ class UpscaleConfig:
     backend: str = "auto"
     device: str = "auto"
     window: int | None = None
-    weights: Path | None = None
+    weights: Path | str | None = None
     queue_size: int = 8
     threads: int = 0
     scene_cuts: bool = True
@@ -270,17 +271,39 @@ class Pipeline:
             raise VsrError(f"{stage} stage failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _peek(source: Source) -> tuple[Picture, list, Iterator]:
-    """Decode up to the first picture; return it, the packets before it, and the rest."""
-    it = iter(source)
-    before = []
-    for item in it:
-        if isinstance(item, Picture):
-            return item, before, it
-        before.append(item)
-    from .errors import InputError
+def _peek(source: Source, pictures: int = 1) -> tuple[list[Picture], list, Iterator]:
+    """Decode the first ``pictures`` pictures (fewer if the input is shorter).
 
-    raise InputError(f"{source.info.name}: no video frame could be decoded")
+    Returns:
+        ``(pictures, head, rest)``: the pictures, every item read so far in order (pictures and
+        the packets between them), and the iterator over the rest.
+    """
+    it = iter(source)
+    head: list = []
+    found: list[Picture] = []
+    for item in it:
+        head.append(item)
+        if isinstance(item, Picture):
+            found.append(item)
+            if len(found) == pictures:
+                break
+    if not found:
+        from .errors import InputError
+
+        raise InputError(f"{source.info.name}: no video frame could be decoded")
+    return found, head, it
+
+
+def resolve_weights(weights: Path | str | None, pictures: list[Picture], log: Callable[[str], None]) -> Path | None:
+    """The weights file to run: ``weights`` itself, or for ``auto`` the shipped weights picked
+    from the quantisers of the source's first ``pictures`` (logged with the reason)."""
+    from .models.weights import AUTO, choose_weights, weights_argument
+
+    if weights != AUTO:
+        return weights
+    name, reason = choose_weights([p.qp for p in pictures])
+    log(f"weights: {name} (auto: {reason})")
+    return weights_argument(name)
 
 
 class _Rest:
@@ -303,6 +326,8 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
         VsrError: any problem the user can act on (bad input, output, option, backend).
         KeyboardInterrupt: on Ctrl-C, after removing the partial output.
     """
+    from .models.weights import AUTO_PROBE_FRAMES
+
     config.check()
     metrics = metrics or PipelineMetrics()
     source = open_source(config.input)
@@ -310,10 +335,13 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
     sink = None
     try:
         info = source.info
+        pictures, head, rest = _peek(source, AUTO_PROBE_FRAMES)
+        first = pictures[0]
         if backend is None:
             name, device, reason = resolve(config.backend, config.device)
             log(f"backend: {name} on {device} ({reason})")
-            backend = create_backend(name, device, weights=config.weights, threads=config.threads)
+            weights = resolve_weights(config.weights, pictures, log)
+            backend = create_backend(name, device, weights=weights, threads=config.threads)
         window = config.window or backend.window
         metrics.backend_info.labels(backend.name, backend.device).set(1)
         metrics.input_frames.set(info.frames)
@@ -321,7 +349,6 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
         if config.metrics_port is not None:
             server = MetricsServer(metrics.registry, port=config.metrics_port, host=config.metrics_host)
             log(f"metrics: http://{server.host}:{server.port}/metrics")
-        first, before, rest = _peek(source)
         out_spec: ColourSpec = output_spec(first.spec, config.encoder.codec)
         if out_spec.bit_depth != first.spec.bit_depth or out_spec.subsampling != first.spec.subsampling:
             log(f"note: {config.encoder.codec} cannot store {first.spec.bit_depth}-bit {first.spec.subsampling} planes; writing {out_spec.bit_depth}-bit {out_spec.subsampling}")
@@ -329,7 +356,7 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
         sink = open_sink(config.output, info, width=width, height=height, spec=out_spec, tags=first.tags, settings=config.encoder, log=log)
         faces = face_engine(config.faces, config.face_weights, config.face_every, metrics, log)
         upscaler = VideoUpscaler(backend, window=window, output_spec=out_spec, faces=faces)
-        pipeline = Pipeline(_Rest(source, rest), upscaler, sink, metrics, queue_size=config.queue_size, scene_cuts=config.scene_cuts, first=[*before, first])
+        pipeline = Pipeline(_Rest(source, rest), upscaler, sink, metrics, queue_size=config.queue_size, scene_cuts=config.scene_cuts, first=head)
         bar = _progress_bar(info.frames, progress)
         started = time.perf_counter()
 

@@ -290,3 +290,41 @@ def test_libx265_output(small_clip, tiny_weights, tmp_path):
     assert v["codec_name"] == "hevc"
     assert (v["width"], v["height"]) == (128, 96)
     assert video_pts(out) == video_pts(small_clip)
+
+
+@pytest.fixture(scope="module")
+def quantised_clips(tmp_path_factory) -> dict[str, Path]:
+    """The same 12-frame testsrc2 clip through x264 at constant QP 18 and 40, x265, and FFV1."""
+    folder = tmp_path_factory.mktemp("qp")
+    src = ["-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=0.48"]
+    clips = {
+        "qp18": (["-c:v", "libx264", "-qp", "18"], "mp4"),
+        "qp40": (["-c:v", "libx264", "-qp", "40"], "mp4"),
+        "hevc": (["-c:v", "libx265", "-x265-params", "log-level=none"], "mkv"),
+        "ffv1": (["-c:v", "ffv1"], "mkv"),
+    }
+    paths = {}
+    for name, (codec, ext) in clips.items():
+        paths[name] = folder / f"{name}.{ext}"
+        ffmpeg(*src, *codec, "-pix_fmt", "yuv420p", str(paths[name]))
+    return paths
+
+
+def test_h264_quantiser_is_reported(quantised_clips):
+    """Decoded H.264 pictures carry the encoder's mean QP (x264 at constant QP q codes I frames a
+    few steps finer and B frames a few coarser); HEVC and FFV1 report none."""
+    qps = {}
+    for name, path in quantised_clips.items():
+        source = open_source(str(path))  # the product's decoder, which asks for the quantisers
+        try:
+            qps[name] = [p.qp for p in source if isinstance(p, Picture)]
+        finally:
+            source.close()
+    # PyAV without the option reports none: the source really asked for them
+    assert all(p.qp is None for p in frames_of(quantised_clips["qp40"]))
+    for name in ("qp18", "qp40"):
+        assert len(qps[name]) == 12 and all(q is not None for q in qps[name])
+    assert all(12 <= q <= 24 for q in qps["qp18"]), qps["qp18"]
+    assert all(34 <= q <= 46 for q in qps["qp40"]), qps["qp40"]
+    assert np.median(qps["qp40"]) - np.median(qps["qp18"]) == pytest.approx(22, abs=2)
+    assert qps["hevc"] == [None] * 12 and qps["ffv1"] == [None] * 12

@@ -75,3 +75,23 @@ def test_compressed_weights_win_on_h264_input_and_default_on_clean(photo_clip):
 def test_compressed_weights_are_the_grown_cost_volume_model():
     net = load_network(weights_argument("compressed"))
     assert net.config.flow_estimator == "corr" and net.config.reconstruct_blocks == 8
+
+
+def test_choose_weights_rule():
+    """``auto``: the median of the first AUTO_PROBE_FRAMES quantisers against AUTO_MIN_QP; no
+    quantiser (HEVC, raw) means the default weights."""
+    from vsr_pipeline.models.weights import AUTO_MIN_QP, AUTO_PROBE_FRAMES, choose_weights, source_qp
+
+    low, high = AUTO_MIN_QP - 1, AUTO_MIN_QP + 1
+    assert choose_weights([None] * 8)[0] == "default"
+    assert choose_weights([])[0] == "default"
+    assert choose_weights([high] * 8)[0] == "compressed"
+    assert choose_weights([low] * 8)[0] == "default"
+    assert choose_weights([AUTO_MIN_QP] * 3)[0] == "compressed"  # the threshold itself is compressed
+    # a median, not a mean: one very coarse frame does not decide
+    assert choose_weights([low] * 7 + [51.0])[0] == "default"
+    # only the first frames count
+    assert source_qp([low] * AUTO_PROBE_FRAMES + [high] * 100) == low
+    assert source_qp([None, 20.0, None, 30.0]) == 25.0
+    name, reason = choose_weights([high] * 8)
+    assert f"{high:.1f}" in reason

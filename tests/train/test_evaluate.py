@@ -17,6 +17,7 @@ from vsr_pipeline.io.frames import Picture
 from vsr_pipeline.io.frames import to_420_8bit
 from vsr_pipeline.train.evaluate import (
     EvalConfig,
+    condition_crf,
     degrade_clip,
     evaluate,
     format_table,
@@ -27,6 +28,7 @@ from vsr_pipeline.train.evaluate import (
     ssim,
     temporal_error,
 )
+from vsr_pipeline.models.weights import AUTO, AUTO_MIN_QP, weights_argument
 from vsr_pipeline.upscaler import VideoUpscaler
 
 torch.set_num_threads(1)
@@ -113,6 +115,20 @@ def test_degrade_clip_conditions(truth):
     assert 25 < np.mean(err) < 60
     with pytest.raises(ValueError):
         degrade_clip(truth, "crf99")
+    # the decoder's quantisers travel with the compressed input; the clean input has none,
+    # even when the ground truth itself came from an H.264 file
+    assert all(c.qp is None for c in clean)
+    assert all(k.qp is not None and 10 < k.qp < 51 for k in crf)
+    coarse = degrade_clip(truth, "crf45")
+    assert np.median([k.qp for k in coarse]) > np.median([k.qp for k in crf]) + 8
+
+
+def test_condition_names():
+    assert condition_crf("clean") is None
+    assert condition_crf("crf28") == 28 and condition_crf("crf0") == 0 and condition_crf("crf51") == 51
+    for bad in ("crf52", "crf", "crf-1", "CRF28", "noisy", "crf2.5"):
+        with pytest.raises(ValueError):
+            condition_crf(bad)
 
 
 def test_score_and_network_path(truth, tiny_weights):
@@ -177,6 +193,28 @@ def test_evaluate_end_to_end(tmp_path, clip_with_audio, tiny_weights):
 
     with Image.open(out / "eval.png") as plot:  # the gain plot
         assert plot.width > 300 and plot.height > 200
+
+
+@pytest.mark.skipif(not all(weights_argument(n).is_file() for n in ("default", "compressed")), reason="shipped weights are missing")
+def test_evaluate_auto_picks_weights_per_condition(tmp_path, clip_with_audio):
+    """``--weights auto`` in eval: each clip and condition runs the shipped weights that
+    ``vsr upscale`` would pick from the decoded quantisers, and the table says which."""
+    data = tmp_path / "data"
+    (data / "holdout").mkdir(parents=True)
+    shutil.copyfile(clip_with_audio, data / "holdout" / "pkg__av.mp4")
+    (data / "manifest.json").write_text(json.dumps({"files": [{"role": "holdout", "kind": "camera", "copied_as": "holdout/pkg__av.mp4"}]}))
+    out = tmp_path / "eval"
+    table = evaluate(EvalConfig(data=data, weights=AUTO, frames=4, out=out, conditions=("clean", "crf10", "crf45")), log=lambda _: None)
+    rows = json.loads((out / "eval.json").read_text())["rows"]
+    assert [r["condition"] for r in rows] == ["clean", "crf10", "crf45"]
+    assert rows[0]["qp"] is None and rows[1]["qp"] < AUTO_MIN_QP <= rows[2]["qp"]
+    assert [r["weights"] for r in rows] == ["default", "default", "compressed"]
+    assert f"| crf45 ({rows[2]['qp']:.1f}) | compressed |" in table
+    # the compressed run really used the other network: the same input through the default one differs
+    low = degrade_clip(ground_truth(data / "holdout" / "pkg__av.mp4", 4), "crf45")
+    default_out = run_network(VideoUpscaler(TorchBackend(weights_argument("default")), window=3, output_spec=low[0].spec), low)
+    truth = ground_truth(data / "holdout" / "pkg__av.mp4", 4)
+    assert score(default_out, truth)["psnr"] != pytest.approx(rows[2]["network"]["psnr"], abs=1e-6)
 
 
 def test_evaluate_without_holdout_clips_is_an_error(tmp_path):

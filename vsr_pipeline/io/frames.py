@@ -80,6 +80,8 @@ class Picture:
         time_base: unit of ``pts``.
         index: position of the frame in decode order, from 0.
         tags: colour metadata to carry to the output.
+        qp: mean H.264 quantiser of the frame's macroblocks as the decoder reports it (0-51,
+            higher is coarser; see :func:`h264_qp`), None where the decoder reports none.
     """
 
     y: np.ndarray
@@ -90,6 +92,7 @@ class Picture:
     time_base: Fraction = Fraction(1, 25)
     index: int = 0
     tags: ColourTags = field(default_factory=ColourTags)
+    qp: float | None = None
 
     @property
     def height(self) -> int:
@@ -154,7 +157,29 @@ def picture_from_frame(frame, *, index: int = 0) -> Picture:
         time_base=frame.time_base or Fraction(1, 25),
         index=index,
         tags=tags,
+        qp=h264_qp(frame),
     )
+
+
+#: ``AVVideoEncParamsType`` of H.264 (``AV_VIDEO_ENC_PARAMS_H264``); VP9's and MPEG-2's quantisers
+#: are on other scales and are not read.
+_H264_PARAMS = 1
+
+
+def h264_qp(frame) -> float | None:
+    """Mean quantiser (QP, 0-51) over the macroblocks of a decoded H.264 frame, else None.
+
+    The decoder exports it only when its codec context was opened with
+    ``options={"export_side_data": "venc_params"}`` (:class:`~vsr_pipeline.io.source.AvSource`
+    does). FFmpeg's HEVC, AV1 and most other decoders export none.
+    """
+    for data in frame.side_data:
+        if type(data).__name__ == "VideoEncParams" and data.codec_type == _H264_PARAMS:
+            try:
+                return float(np.mean(data.qp_map()))
+            except (RuntimeError, ValueError):  # block table that does not tile the frame
+                return float(data.qp)
+    return None
 
 
 def frame_from_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, spec: ColourSpec, tags: ColourTags | None = None):

@@ -94,6 +94,8 @@ class AvSource:
         self._video = videos[0]
         ctx = self._video.codec_context
         ctx.thread_type = "AUTO"
+        # H.264 decoders then report each frame's quantisers (Picture.qp; --weights auto).
+        ctx.options = {**ctx.options, "export_side_data": "venc_params"}
         if not ctx.width or not ctx.height:
             self._container.close()
             raise InputError(f"{name}: the video stream has no picture size (corrupt or unsupported)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -17,6 +18,16 @@ DEFAULT_WEIGHTS = "vsrnet_x2.safetensors"
 #: compute). Measured in benchmarks/RESULTS.md.
 SHIPPED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "compressed": "vsrnet_x2_compressed.safetensors"}
 
+#: ``--weights auto``: pick ``default`` or ``compressed`` from the source's own H.264 quantisers.
+AUTO = "auto"
+
+#: Median H.264 QP (over the first :data:`AUTO_PROBE_FRAMES` decoded frames) from which ``auto``
+#: picks the ``compressed`` weights; measured crossover in benchmarks/RESULTS.md.
+AUTO_MIN_QP = 30.0
+
+#: Decoded frames whose quantisers ``auto`` looks at.
+AUTO_PROBE_FRAMES = 8
+
 
 def engines_dir() -> Path:
     """The project's ``engines/`` folder (override with ``VSR_ENGINES_DIR``)."""
@@ -28,10 +39,39 @@ def default_weights_path() -> Path:
     return engines_dir() / DEFAULT_WEIGHTS
 
 
-def weights_argument(value: str) -> Path:
-    """A ``--weights`` value: a shipped name (:data:`SHIPPED_WEIGHTS`) or a path to a file."""
+def weights_argument(value: str) -> Path | str:
+    """A ``--weights`` value: :data:`AUTO`, a shipped name (:data:`SHIPPED_WEIGHTS`) or a file."""
+    if value == AUTO:
+        return AUTO
     name = SHIPPED_WEIGHTS.get(value)
     return engines_dir() / name if name is not None else Path(value)
+
+
+def source_qp(qps: list[float | None]) -> float | None:
+    """Median H.264 quantiser of a source's first :data:`AUTO_PROBE_FRAMES` decoded frames.
+
+    Args:
+        qps: ``Picture.qp`` of the first decoded frames, in decode order.
+
+    Returns:
+        The median QP (0-51), or None when the decoder reported none (not H.264, or raw input).
+    """
+    known = [q for q in qps[:AUTO_PROBE_FRAMES] if q is not None]
+    return statistics.median(known) if known else None
+
+
+def choose_weights(qps: list[float | None]) -> tuple[str, str]:
+    """The shipped weights ``auto`` picks for a source whose first frames have quantisers ``qps``.
+
+    Returns:
+        ``(name, reason)``: a key of :data:`SHIPPED_WEIGHTS` and a few words saying why.
+    """
+    median = source_qp(qps)
+    if median is None:
+        return "default", "the decoder reports no quantiser (not H.264, or uncompressed)"
+    if median >= AUTO_MIN_QP:
+        return "compressed", f"H.264 median QP {median:.1f} >= {AUTO_MIN_QP:g}: heavily compressed"
+    return "default", f"H.264 median QP {median:.1f} < {AUTO_MIN_QP:g}"
 
 
 def save_weights(net: VSRNet, path: Path, *, extra: dict[str, str] | None = None) -> None:

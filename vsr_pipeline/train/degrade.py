@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..colour import ColourSpec
-from ..io.frames import frame_from_planes, picture_from_frame
+from ..io.frames import Picture, frame_from_planes, picture_from_frame
 
 _SPEC = ColourSpec("bt709", False, 8, (2, 2))
 
@@ -57,6 +57,13 @@ def compress_yuv420(y: np.ndarray, u: np.ndarray, v: np.ndarray, *, codec: str =
     Returns:
         The decoded planes, same shapes and dtype, as the codec left them.
     """
+    pictures = codec_round_trip(y, u, v, codec=codec, crf=crf)
+    return np.stack([p.y for p in pictures]), np.stack([p.u for p in pictures]), np.stack([p.v for p in pictures])
+
+
+def codec_round_trip(y: np.ndarray, u: np.ndarray, v: np.ndarray, *, codec: str = "libx264", crf: int = 28) -> list[Picture]:
+    """:func:`compress_yuv420` returning the decoded pictures themselves, with the quantiser
+    the H.264 decoder reports for each (``Picture.qp``; None for HEVC)."""
     import av
 
     frames, height, width = y.shape
@@ -75,14 +82,10 @@ def compress_yuv420(y: np.ndarray, u: np.ndarray, v: np.ndarray, *, codec: str =
         for packet in stream.encode(None):
             out.mux(packet)
     buffer.seek(0)
-    ys, us, vs = [], [], []
     with av.open(buffer, "r") as inp:
-        for frame in inp.decode(video=0):
-            picture = picture_from_frame(frame)
-            ys.append(picture.y)
-            us.append(picture.u)
-            vs.append(picture.v)
-    if len(ys) != frames:
-        raise RuntimeError(f"codec round trip returned {len(ys)} frames, expected {frames}")
-    return np.stack(ys), np.stack(us), np.stack(vs)
-
+        stream = inp.streams.video[0]
+        stream.codec_context.options = {"export_side_data": "venc_params"}
+        pictures = [picture_from_frame(frame, index=i) for i, frame in enumerate(inp.decode(stream))]
+    if len(pictures) != frames:
+        raise RuntimeError(f"codec round trip returned {len(pictures)} frames, expected {frames}")
+    return pictures

@@ -2,7 +2,7 @@
 
 Each hold-out clip's decoded frames are the ground truth (made 8-bit 4:2:0 if they are not).
 The low-resolution input is made from them by :func:`.degrade.downscale` (antialiased bicubic
-x2), either clean or after a real H.264 CRF-28 round trip. Lanczos and bicubic are FFmpeg's
+x2), either clean or after a real H.264 round trip at a given CRF (condition ``crf28`` etc.). Lanczos and bicubic are FFmpeg's
 swscale on the Y'CbCr planes; the network runs through the product's own upscale stage
 (:class:`~vsr_pipeline.upscaler.VideoUpscaler`, same colour path, window and scene cuts).
 
@@ -26,6 +26,7 @@ from ..colour import quantise
 from ..engines.torch_backend import TorchBackend
 from ..io.frames import Picture, planes_tensor, to_420_8bit
 from ..io.source import open_source
+from ..models.weights import AUTO, choose_weights, source_qp, weights_argument
 from ..scenecut import SceneCutDetector
 from ..upscaler import VideoUpscaler
 from . import degrade
@@ -40,15 +41,16 @@ class EvalConfig:
 
     Attributes:
         data: folder written by ``vsr data prepare`` (uses its ``holdout/``).
-        weights: weights to evaluate (None: shipped default).
+        weights: weights to evaluate (None: shipped default; :data:`~..models.weights.AUTO`: the
+            shipped weights ``--weights auto`` picks for each clip from its H.264 quantisers).
         window: temporal window (None: the model's default).
         frames: frames per clip.
         out: folder for ``eval.json``, ``eval.md`` and the PNG crops.
-        conditions: ``clean`` and/or ``crf28``.
+        conditions: ``clean`` and/or ``crfN`` (H.264 at CRF N, 0-51), e.g. ``crf28``.
     """
 
     data: Path = Path("data/vsr")
-    weights: Path | None = None
+    weights: Path | str | None = None
     window: int | None = None
     frames: int = 24
     out: Path = Path("runs/eval")
@@ -106,17 +108,32 @@ def ground_truth(path: Path, frames: int) -> list[Picture]:
     return out
 
 
+def condition_crf(condition: str) -> int | None:
+    """The H.264 CRF of an eval condition (``crf28`` -> 28), None for ``clean``.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if condition == "clean":
+        return None
+    if condition.startswith("crf") and condition[3:].isdigit() and 0 <= int(condition[3:]) <= 51:
+        return int(condition[3:])
+    raise ValueError(f"unknown condition {condition!r}: use 'clean' or 'crfN' with N in 0..51")
+
+
 def degrade_clip(truth: list[Picture], condition: str) -> list[Picture]:
-    """The low-resolution input: x2 antialiased bicubic, then optionally H.264 CRF 28."""
+    """The low-resolution input: x2 antialiased bicubic, then optionally H.264 at a CRF.
+
+    Compressed pictures carry the quantiser the decoder reported (``Picture.qp``).
+    """
+    crf = condition_crf(condition)
     low = []
     for p in truth:
         planes = [quantise(degrade.downscale(planes_tensor(x), 2), p.spec)[0, 0].numpy() for x in (p.y, p.u, p.v)]
-        low.append(replace(p, y=planes[0], u=planes[1], v=planes[2]))
-    if condition == "crf28":
-        y, u, v = degrade.compress_yuv420(np.stack([p.y for p in low]), np.stack([p.u for p in low]), np.stack([p.v for p in low]), crf=28)
-        low = [replace(p, y=y[i], u=u[i], v=v[i]) for i, p in enumerate(low)]
-    elif condition != "clean":
-        raise ValueError(f"unknown condition {condition!r}")
+        low.append(replace(p, y=planes[0], u=planes[1], v=planes[2], qp=None))
+    if crf is not None:
+        decoded = degrade.codec_round_trip(np.stack([p.y for p in low]), np.stack([p.u for p in low]), np.stack([p.v for p in low]), crf=crf)
+        low = [replace(p, y=d.y, u=d.u, v=d.v, qp=d.qp) for p, d in zip(low, decoded)]
     return low
 
 
@@ -168,28 +185,41 @@ def evaluate(cfg: EvalConfig, *, log=print) -> str:
         raise VsrError(f"no hold-out clips in {cfg.data / 'holdout'}: run 'vsr data prepare' first")
     manifest = json.loads((cfg.data / "manifest.json").read_text())
     kinds = {Path(e.get("copied_as", "")).name: e["kind"] for e in manifest["files"] if e["role"].startswith("holdout")}
-    backend = TorchBackend(cfg.weights)
-    window = cfg.window or backend.window
+    backends: dict[Path | None, TorchBackend] = {}
+
+    def backend_for(low: list[Picture]) -> tuple[TorchBackend, str]:
+        """The backend of the evaluated weights (for ``auto``, of the weights it picks for ``low``)."""
+        path, label = cfg.weights, Path(str(cfg.weights)).stem if cfg.weights else "default"
+        if cfg.weights == AUTO:
+            label, _ = choose_weights([p.qp for p in low])
+            path = weights_argument(label)
+        if path not in backends:
+            backends[path] = TorchBackend(path)
+        return backends[path], label
+
+    window = cfg.window
     cfg.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for clip in clips:
         truth = ground_truth(clip, cfg.frames)
         for condition in cfg.conditions:
             low = degrade_clip(truth, condition)
+            backend, label = backend_for(low)
+            window = cfg.window or backend.window
             upscaler = VideoUpscaler(backend, window=window, output_spec=truth[0].spec)
             results = {
                 "bicubic": [upscale_picture(p, 2, "BICUBIC") for p in low],
                 "lanczos": [upscale_picture(p, 2, "LANCZOS") for p in low],
                 "network": run_network(upscaler, low),
             }
-            row = {"clip": clip.name, "kind": kinds.get(clip.name, "?"), "condition": condition, "frames": len(truth), "size": f"{truth[0].width}x{truth[0].height}"}
+            row = {"clip": clip.name, "kind": kinds.get(clip.name, "?"), "condition": condition, "frames": len(truth), "size": f"{truth[0].width}x{truth[0].height}", "weights": label, "qp": source_qp([p.qp for p in low])}
             for method, outs in results.items():
                 row[method] = score(outs, truth)
             row["gain_db"] = row["network"]["psnr"] - row["lanczos"]["psnr"]
             rows.append(row)
             mid = len(truth) // 2
             _save_crops(cfg.out / f"{clip.stem}_{condition}.png", low[mid], {m: r[mid] for m, r in results.items()}, truth[mid])
-            log(f"{clip.name} {condition}: network {row['network']['psnr']:.2f} dB, lanczos {row['lanczos']['psnr']:.2f} dB, gain {row['gain_db']:+.2f} dB")
+            log(f"{clip.name} {condition} ({label}): network {row['network']['psnr']:.2f} dB, lanczos {row['lanczos']['psnr']:.2f} dB, gain {row['gain_db']:+.2f} dB")
     table = format_table(rows, window)
     (cfg.out / "eval.json").write_text(json.dumps({"window": window, "weights": str(cfg.weights or "default"), "rows": rows}, indent=2))
     (cfg.out / "eval.md").write_text(table + "\n")
@@ -228,16 +258,17 @@ def format_table(rows: list[dict], window: int) -> str:
     lines = [
         f"window {window}; Y-PSNR dB / SSIM / temporal error (lower is better); gain = network - Lanczos",
         "",
-        "| clip | kind | input | bicubic | lanczos | network | gain dB |",
-        "|---|---|---|---|---|---|---|",
+        "| clip | kind | input (H.264 QP) | weights | bicubic | lanczos | network | gain dB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     fmt = lambda s: f"{s['psnr']:.2f} / {s['ssim']:.4f} / {s['temporal']:.2f}"  # noqa: E731
     for r in rows:
-        lines.append(f"| {r['clip']} ({r['size']}) | {r['kind']} | {r['condition']} | {fmt(r['bicubic'])} | {fmt(r['lanczos'])} | {fmt(r['network'])} | {r['gain_db']:+.2f} |")
+        qp = f" ({r['qp']:.1f})" if r.get("qp") is not None else ""
+        lines.append(f"| {r['clip']} ({r['size']}) | {r['kind']} | {r['condition']}{qp} | {r.get('weights', '')} | {fmt(r['bicubic'])} | {fmt(r['lanczos'])} | {fmt(r['network'])} | {r['gain_db']:+.2f} |")
     for condition in sorted({r["condition"] for r in rows}):
         sel = [r for r in rows if r["condition"] == condition]
         gains = [r["gain_db"] for r in sel]
         t_net = np.mean([r["network"]["temporal"] for r in sel])
         t_lan = np.mean([r["lanczos"]["temporal"] for r in sel])
-        lines.append(f"| **mean** | | {condition} | | | | {np.mean(gains):+.2f} (min {min(gains):+.2f}); temporal {t_net:.2f} vs Lanczos {t_lan:.2f} |")
+        lines.append(f"| **mean** | | {condition} | | | | | {np.mean(gains):+.2f} (min {min(gains):+.2f}); temporal {t_net:.2f} vs Lanczos {t_lan:.2f} |")
     return "\n".join(lines)
