@@ -119,6 +119,20 @@ def test_bad_option(options, mentions, clip_with_audio, tiny_weights, outdir):
     assert leftovers(outdir) == []
 
 
+def test_libx265_refuses_pictures_inside_one_ctu(tiny_weights, outdir):
+    """libx265 corrupts the heap (glibc aborts the process) on pictures with both sides under 64:
+    a 24x24 input upscaled to 48x48 is refused with one line instead; 32x48 -> 64x96 works."""
+    small, fine = outdir.parent / "s24.mp4", outdir.parent / "s32.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=24x24:r=25:d=0.2", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(small))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=48x32:r=25:d=0.2", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(fine))
+    r = vsr("upscale", small, outdir / "out.mkv", "--weights", tiny_weights, "--codec", "libx265", cwd=outdir.parent)
+    assert_clean_error(r, mentions="libx265 cannot encode 48x48 pictures")
+    assert leftovers(outdir) == []
+    r = vsr("upscale", fine, outdir / "ok.mkv", "--weights", tiny_weights, "--codec", "libx265", cwd=outdir.parent)
+    assert r.returncode == 0, r.stderr
+    assert frame_count(outdir / "ok.mkv") == 5
+
+
 def test_nvenc_without_nvidia_gpu_fails_before_decoding(clip_with_audio, tiny_weights, outdir):
     import torch
 
@@ -237,6 +251,16 @@ def test_help(tmp_path):
     assert up.returncode == 0, up.stderr
     for option in ("--metrics-port", "--codec", "--crf", "--weights", "--queue"):
         assert option in up.stdout, option
+    # the help states the auto threshold the code uses
+    from vsr_pipeline.models.weights import AUTO_MIN_QP
+
+    assert f"median QP of {AUTO_MIN_QP:g} or more" in " ".join(up.stdout.split())
+
+
+def test_prepare_rejects_a_bad_crf_range(tmp_path):
+    r = vsr("data", "prepare", "--out", str(tmp_path / "d"), "--crf-range", "40", "30", cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --crf-range must be two CRFs MIN <= MAX in 0..51, got 40 30"
+    assert not (tmp_path / "d").exists()
 
 
 def test_no_command_prints_help_and_fails(tmp_path):

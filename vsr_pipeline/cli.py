@@ -189,15 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--window", type=int, default=None, help="temporal window (default: the weights' own)")
     ev.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
     ev.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for the table, plot and PNG crops")
-    ev.add_argument("--conditions", nargs="+", type=_condition, default=["clean", "crf28"], metavar="COND", help="input conditions: 'clean' and/or 'crfN', the LR clip through H.264 at CRF N (default: clean crf28)")
+    ev.add_argument("--conditions", nargs="+", type=_condition, default=["clean", "crf28"], metavar="COND", help="input conditions: 'clean', 'crfN' (the LR clip through x264 at CRF N) and/or 'hevcN' (through x265) (default: clean crf28)")
     return parser
 
 
 def _condition(value: str) -> str:
-    from .train.evaluate import condition_crf
+    from .train.evaluate import parse_condition
 
     try:
-        condition_crf(value)
+        parse_condition(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import math
 import shutil
 
@@ -17,7 +18,7 @@ from vsr_pipeline.io.frames import Picture
 from vsr_pipeline.io.frames import to_420_8bit
 from vsr_pipeline.train.evaluate import (
     EvalConfig,
-    condition_crf,
+    parse_condition,
     degrade_clip,
     evaluate,
     format_table,
@@ -121,14 +122,23 @@ def test_degrade_clip_conditions(truth):
     assert all(k.qp is not None and 10 < k.qp < 51 for k in crf)
     coarse = degrade_clip(truth, "crf45")
     assert np.median([k.qp for k in coarse]) > np.median([k.qp for k in crf]) + 8
+    # HEVC: a real x265 round trip, and HEVC decoders report no QP. The clip must not fit inside
+    # one 64x64 CTU (libx265 corrupts memory there, so that is refused).
+    with pytest.raises(ValueError, match="libx265 cannot encode 48x32"):
+        degrade_clip(truth, "hevc28")
+    wide = [replace(t, y=np.tile(t.y, (1, 2)), u=np.tile(t.u, (1, 2)), v=np.tile(t.v, (1, 2))) for t in truth]
+    hevc, hevc_clean = degrade_clip(wide, "hevc28"), degrade_clip(wide, "clean")
+    assert [h.y.shape for h in hevc] == [(32, 96)] * len(truth)
+    assert all(h.qp is None for h in hevc) and all(not np.array_equal(c.y, h.y) for c, h in zip(hevc_clean, hevc))
 
 
 def test_condition_names():
-    assert condition_crf("clean") is None
-    assert condition_crf("crf28") == 28 and condition_crf("crf0") == 0 and condition_crf("crf51") == 51
-    for bad in ("crf52", "crf", "crf-1", "CRF28", "noisy", "crf2.5"):
+    assert parse_condition("clean") is None
+    assert parse_condition("crf28") == ("libx264", 28) and parse_condition("crf0") == ("libx264", 0)
+    assert parse_condition("hevc51") == ("libx265", 51)
+    for bad in ("crf52", "crf", "crf-1", "CRF28", "noisy", "crf2.5", "hevc", "hevc99"):
         with pytest.raises(ValueError):
-            condition_crf(bad)
+            parse_condition(bad)
 
 
 def test_score_and_network_path(truth, tiny_weights):

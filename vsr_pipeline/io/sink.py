@@ -56,6 +56,16 @@ def check_encoder(codec: str) -> None:
         raise ConfigError(f"{codec!r} is not a video encoder")
 
 
+def check_picture_size(codec: str, width: int, height: int) -> None:
+    """Raise :class:`ConfigError` for a picture size the encoder cannot take.
+
+    libx265 (4.x) corrupts the C heap, and glibc then aborts the whole process, when a picture
+    fits inside one 64x64 coding tree unit (both sides under 64); measured, not documented.
+    """
+    if codec == "libx265" and width < 64 and height < 64:
+        raise ConfigError(f"libx265 cannot encode {width}x{height} pictures (both sides under 64 corrupt its memory); use libx264 or a larger input")
+
+
 def output_spec(input_spec: ColourSpec, codec: str) -> ColourSpec:
     """The output's colour description: the input's, narrowed to what the encoder can store.
 
@@ -110,6 +120,7 @@ class AvSink:
     def __init__(self, target: str, source: SourceInfo, *, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings, log=print) -> None:
         import av
 
+        check_picture_size(settings.codec, width, height)
         self.target = Path(target)
         parent = self.target.parent
         if self.target.is_dir():

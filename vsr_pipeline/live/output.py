@@ -29,6 +29,7 @@ from ..errors import OutputError
 from ..io.bridge import Bridge, egress_command
 from ..io.frames import ColourTags, Picture, format_name, frame_from_planes
 from ..io.urls import Endpoint
+from ..io.sink import check_picture_size
 from .audio import CHANNELS, RATE
 
 _AAC_FRAME = 1024
@@ -97,6 +98,7 @@ class LiveOutput:
     """
 
     def __init__(self, endpoint: Endpoint, *, width: int, height: int, rate: Fraction, spec: ColourSpec, tags: ColourTags, audio: bool, encoding: LiveEncoding, backoff_max: float = 5.0, on_reconnect: Callable[[], None] = lambda: None, log: Callable[[str], None] = print) -> None:
+        check_picture_size(encoding.codec, width, height)
         self.endpoint = endpoint
         self.width, self.height, self.rate = width, height, rate
         self.spec, self.tags = spec, tags

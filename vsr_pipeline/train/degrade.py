@@ -66,7 +66,10 @@ def codec_round_trip(y: np.ndarray, u: np.ndarray, v: np.ndarray, *, codec: str 
     the H.264 decoder reports for each (``Picture.qp``; None for HEVC)."""
     import av
 
+    from ..io.sink import check_picture_size
+
     frames, height, width = y.shape
+    check_picture_size(codec, width, height)
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="matroska") as out:
         stream = out.add_stream(codec, rate=25)

@@ -2,7 +2,8 @@
 
 Each hold-out clip's decoded frames are the ground truth (made 8-bit 4:2:0 if they are not).
 The low-resolution input is made from them by :func:`.degrade.downscale` (antialiased bicubic
-x2), either clean or after a real H.264 round trip at a given CRF (condition ``crf28`` etc.). Lanczos and bicubic are FFmpeg's
+x2), either clean or after a real H.264 or HEVC round trip at a given CRF (conditions ``crf28``,
+``hevc28``, ...). Lanczos and bicubic are FFmpeg's
 swscale on the Y'CbCr planes; the network runs through the product's own upscale stage
 (:class:`~vsr_pipeline.upscaler.VideoUpscaler`, same colour path, window and scene cuts).
 
@@ -46,7 +47,7 @@ class EvalConfig:
         window: temporal window (None: the model's default).
         frames: frames per clip.
         out: folder for ``eval.json``, ``eval.md`` and the PNG crops.
-        conditions: ``clean`` and/or ``crfN`` (H.264 at CRF N, 0-51), e.g. ``crf28``.
+        conditions: ``clean``, ``crfN`` (x264 at CRF N, 0-51) and/or ``hevcN`` (x265 at CRF N).
     """
 
     data: Path = Path("data/vsr")
@@ -108,31 +109,38 @@ def ground_truth(path: Path, frames: int) -> list[Picture]:
     return out
 
 
-def condition_crf(condition: str) -> int | None:
-    """The H.264 CRF of an eval condition (``crf28`` -> 28), None for ``clean``.
+#: Eval condition prefix -> FFmpeg encoder of the round trip.
+CONDITION_CODECS = {"crf": "libx264", "hevc": "libx265"}
+
+
+def parse_condition(condition: str) -> tuple[str, int] | None:
+    """The encoder and CRF of an eval condition (``crf28`` -> ``("libx264", 28)``, ``hevc28`` ->
+    ``("libx265", 28)``), None for ``clean``.
 
     Raises:
         ValueError: anything else.
     """
     if condition == "clean":
         return None
-    if condition.startswith("crf") and condition[3:].isdigit() and 0 <= int(condition[3:]) <= 51:
-        return int(condition[3:])
-    raise ValueError(f"unknown condition {condition!r}: use 'clean' or 'crfN' with N in 0..51")
+    for prefix, codec in CONDITION_CODECS.items():
+        crf = condition[len(prefix) :]
+        if condition.startswith(prefix) and crf.isdigit() and 0 <= int(crf) <= 51:
+            return codec, int(crf)
+    raise ValueError(f"unknown condition {condition!r}: use 'clean', 'crfN' (H.264) or 'hevcN' (HEVC) with N in 0..51")
 
 
 def degrade_clip(truth: list[Picture], condition: str) -> list[Picture]:
-    """The low-resolution input: x2 antialiased bicubic, then optionally H.264 at a CRF.
+    """The low-resolution input: x2 antialiased bicubic, then optionally H.264 or HEVC at a CRF.
 
-    Compressed pictures carry the quantiser the decoder reported (``Picture.qp``).
+    Compressed pictures carry the quantiser the decoder reported (``Picture.qp``; H.264 only).
     """
-    crf = condition_crf(condition)
+    coding = parse_condition(condition)
     low = []
     for p in truth:
         planes = [quantise(degrade.downscale(planes_tensor(x), 2), p.spec)[0, 0].numpy() for x in (p.y, p.u, p.v)]
         low.append(replace(p, y=planes[0], u=planes[1], v=planes[2], qp=None))
-    if crf is not None:
-        decoded = degrade.codec_round_trip(np.stack([p.y for p in low]), np.stack([p.u for p in low]), np.stack([p.v for p in low]), crf=crf)
+    if coding is not None:
+        decoded = degrade.codec_round_trip(np.stack([p.y for p in low]), np.stack([p.u for p in low]), np.stack([p.v for p in low]), codec=coding[0], crf=coding[1])
         low = [replace(p, y=d.y, u=d.u, v=d.v, qp=d.qp) for p, d in zip(low, decoded)]
     return low
 
