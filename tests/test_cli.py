@@ -317,7 +317,8 @@ def test_compressed_weights_by_name(clip_with_audio, tmp_path):
 def test_weights_auto_follows_the_source_quantiser(tmp_path):
     """The default ``--weights auto`` picks the compressed weights for a coarsely quantised H.264
     input and the default weights for a finely quantised one, says so, and computes exactly
-    what naming those weights computes; live streams and ``info`` refuse ``auto``."""
+    what naming those weights computes; without a quantiser the codec decides (lossy: compressed);
+    live streams and ``info`` refuse ``auto``."""
     from vsr_pipeline.models.weights import AUTO_MIN_QP
 
     for crf, expected in ((12, "default"), (44, "compressed")):
@@ -335,6 +336,13 @@ def test_weights_auto_follows_the_source_quantiser(tmp_path):
         with av.open(str(auto)) as a, av.open(str(named)) as b:
             planes = [(x.to_ndarray(), y.to_ndarray()) for x, y in zip(a.decode(video=0), b.decode(video=0))]
         assert len(planes) == 10 and all(np.array_equal(x, y) for x, y in planes)
+    # no quantiser reported: HEVC is lossy (compressed), FFV1 is lossless (default)
+    for codec, expected in (("libx265", "weights: compressed (auto: hevc is a lossy codec"), ("ffv1", "weights: default (auto: ffv1 input is not lossy-coded)")):
+        src = tmp_path / f"{codec}.mkv"
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=0.2", "-c:v", codec, "-pix_fmt", "yuv420p", str(src))
+        r = vsr("upscale", src, tmp_path / f"{codec}_x2.mkv", "--codec", "ffv1", "--threads", "1", cwd=tmp_path, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert expected in r.stderr, r.stderr
     r = vsr("stream", "udp://127.0.0.1:9", str(tmp_path / "live.ts"), "--weights", "auto", cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()] and "--weights auto is for files" in r.stderr
     r = vsr("info", "--weights", "auto", cwd=tmp_path, timeout=60)

@@ -70,7 +70,10 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> N
         "and low-bitrate broadcast; 1.6x the MACs, half the speed on a CPU) or a .safetensors file"
     )
     if files:
-        weights_help += "; 'auto' (default) picks 'compressed' when the input's first frames have an H.264 median QP of 30 or more, else 'default', and says which"
+        weights_help += (
+            "; 'auto' (default) picks 'compressed' for lossy input (H.264 whose first frames have a median QP of 30 or more, "
+            "or a codec whose decoder reports no quantiser, such as HEVC) and 'default' for finer H.264 and lossless or raw input, and says which"
+        )
     else:
         weights_help += " (default: 'default'; 'auto' needs frames before the network is built, so live input names the weights)"
     p.add_argument("--weights", type=_weights, default="auto" if files else None, metavar="NAME|FILE", help=weights_help)

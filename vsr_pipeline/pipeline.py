@@ -294,14 +294,14 @@ def _peek(source: Source, pictures: int = 1) -> tuple[list[Picture], list, Itera
     return found, head, it
 
 
-def resolve_weights(weights: Path | str | None, pictures: list[Picture], log: Callable[[str], None]) -> Path | None:
+def resolve_weights(weights: Path | str | None, pictures: list[Picture], codec: str, log: Callable[[str], None]) -> Path | None:
     """The weights file to run: ``weights`` itself, or for ``auto`` the shipped weights picked
-    from the quantisers of the source's first ``pictures`` (logged with the reason)."""
+    from the codec and quantisers of the source's first ``pictures`` (logged with the reason)."""
     from .models.weights import AUTO, choose_weights, weights_argument
 
     if weights != AUTO:
         return weights
-    name, reason = choose_weights([p.qp for p in pictures])
+    name, reason = choose_weights([p.qp for p in pictures], codec)
     log(f"weights: {name} (auto: {reason})")
     return weights_argument(name)
 
@@ -340,7 +340,7 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
         if backend is None:
             name, device, reason = resolve(config.backend, config.device)
             log(f"backend: {name} on {device} ({reason})")
-            weights = resolve_weights(config.weights, pictures, log)
+            weights = resolve_weights(config.weights, pictures, info.codec, log)
             backend = create_backend(name, device, weights=weights, threads=config.threads)
         window = config.window or backend.window
         metrics.backend_info.labels(backend.name, backend.device).set(1)

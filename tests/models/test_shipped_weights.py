@@ -78,20 +78,25 @@ def test_compressed_weights_are_the_grown_cost_volume_model():
 
 
 def test_choose_weights_rule():
-    """``auto``: the median of the first AUTO_PROBE_FRAMES quantisers against AUTO_MIN_QP; no
-    quantiser (HEVC, raw) means the default weights."""
+    """``auto``: H.264's median QP over the first AUTO_PROBE_FRAMES frames against AUTO_MIN_QP;
+    without a quantiser, lossless/raw input gets the default weights and any other codec is taken
+    as lossy and gets the compressed ones."""
     from vsr_pipeline.models.weights import AUTO_MIN_QP, AUTO_PROBE_FRAMES, choose_weights, source_qp
 
     low, high = AUTO_MIN_QP - 1, AUTO_MIN_QP + 1
-    assert choose_weights([None] * 8)[0] == "default"
-    assert choose_weights([])[0] == "default"
-    assert choose_weights([high] * 8)[0] == "compressed"
-    assert choose_weights([low] * 8)[0] == "default"
-    assert choose_weights([AUTO_MIN_QP] * 3)[0] == "compressed"  # the threshold itself is compressed
+    assert choose_weights([high] * 8, "h264")[0] == "compressed"
+    assert choose_weights([low] * 8, "h264")[0] == "default"
+    assert choose_weights([AUTO_MIN_QP] * 3, "h264")[0] == "compressed"  # the threshold itself is compressed
     # a median, not a mean: one very coarse frame does not decide
-    assert choose_weights([low] * 7 + [51.0])[0] == "default"
+    assert choose_weights([low] * 7 + [51.0], "h264")[0] == "default"
     # only the first frames count
     assert source_qp([low] * AUTO_PROBE_FRAMES + [high] * 100) == low
-    assert source_qp([None, 20.0, None, 30.0]) == 25.0
-    name, reason = choose_weights([high] * 8)
+    assert source_qp([None, 20.0, None, 30.0]) == 25.0 and source_qp([None] * 4) is None
+    name, reason = choose_weights([high] * 8, "h264")
     assert f"{high:.1f}" in reason
+    # no quantiser reported
+    for codec in (None, "rawvideo", "ffv1", "prores", "png"):
+        assert choose_weights([None] * 8, codec)[0] == "default", codec
+    for codec in ("hevc", "av1", "vp9", "mpeg2video", "mjpeg"):
+        assert choose_weights([None] * 8, codec)[0] == "compressed", codec
+    assert choose_weights([], "hevc")[0] == "compressed"

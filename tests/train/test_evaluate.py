@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ffmpeg
 from vsr_pipeline.colour import ColourSpec
 from vsr_pipeline.engines.torch_backend import TorchBackend
 from vsr_pipeline.errors import VsrError
@@ -206,19 +207,21 @@ def test_evaluate_end_to_end(tmp_path, clip_with_audio, tiny_weights):
 
 
 @pytest.mark.skipif(not all(weights_argument(n).is_file() for n in ("default", "compressed")), reason="shipped weights are missing")
-def test_evaluate_auto_picks_weights_per_condition(tmp_path, clip_with_audio):
+def test_evaluate_auto_picks_weights_per_condition(tmp_path):
     """``--weights auto`` in eval: each clip and condition runs the shipped weights that
-    ``vsr upscale`` would pick from the decoded quantisers, and the table says which."""
+    ``vsr upscale`` would pick from the codec and the decoded quantisers, and the table says which."""
     data = tmp_path / "data"
     (data / "holdout").mkdir(parents=True)
-    shutil.copyfile(clip_with_audio, data / "holdout" / "pkg__av.mp4")
+    # 128x64: the x2-downscaled clip (64x32) is not inside one libx265 CTU
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=128x64:r=25:d=0.2", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", str(data / "holdout" / "pkg__av.mp4"))
     (data / "manifest.json").write_text(json.dumps({"files": [{"role": "holdout", "kind": "camera", "copied_as": "holdout/pkg__av.mp4"}]}))
     out = tmp_path / "eval"
-    table = evaluate(EvalConfig(data=data, weights=AUTO, frames=4, out=out, conditions=("clean", "crf10", "crf45")), log=lambda _: None)
+    table = evaluate(EvalConfig(data=data, weights=AUTO, frames=4, out=out, conditions=("clean", "crf10", "crf45", "hevc10")), log=lambda _: None)
     rows = json.loads((out / "eval.json").read_text())["rows"]
-    assert [r["condition"] for r in rows] == ["clean", "crf10", "crf45"]
-    assert rows[0]["qp"] is None and rows[1]["qp"] < AUTO_MIN_QP <= rows[2]["qp"]
-    assert [r["weights"] for r in rows] == ["default", "default", "compressed"]
+    assert [r["condition"] for r in rows] == ["clean", "crf10", "crf45", "hevc10"]
+    assert rows[0]["qp"] is None and rows[1]["qp"] < AUTO_MIN_QP <= rows[2]["qp"] and rows[3]["qp"] is None
+    # HEVC reports no QP: a lossy codec, so compressed, however fine its CRF
+    assert [r["weights"] for r in rows] == ["default", "default", "compressed", "compressed"]
     assert f"| crf45 ({rows[2]['qp']:.1f}) | compressed |" in table
     # the compressed run really used the other network: the same input through the default one differs
     low = degrade_clip(ground_truth(data / "holdout" / "pkg__av.mp4", 4), "crf45")

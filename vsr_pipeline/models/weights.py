@@ -18,15 +18,22 @@ DEFAULT_WEIGHTS = "vsrnet_x2.safetensors"
 #: compute). Measured in benchmarks/RESULTS.md.
 SHIPPED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "compressed": "vsrnet_x2_compressed.safetensors"}
 
-#: ``--weights auto``: pick ``default`` or ``compressed`` from the source's own H.264 quantisers.
+#: ``--weights auto``: pick ``default`` or ``compressed`` from how the source was coded.
 AUTO = "auto"
 
 #: Median H.264 QP (over the first :data:`AUTO_PROBE_FRAMES` decoded frames) from which ``auto``
-#: picks the ``compressed`` weights; measured crossover in benchmarks/RESULTS.md.
+#: picks the ``compressed`` weights; the measured crossover is in benchmarks/RESULTS.md.
 AUTO_MIN_QP = 30.0
 
 #: Decoded frames whose quantisers ``auto`` looks at.
 AUTO_PROBE_FRAMES = 8
+
+#: FFmpeg decoder names of lossless, raw and near-lossless mezzanine formats: ``auto`` runs the
+#: default weights on them. Any other codec that reports no quantiser (HEVC, AV1, VP9, MPEG-2,
+#: MJPEG, ...) is taken as lossy and gets ``compressed``.
+UNCOMPRESSED_CODECS = frozenset(
+    {"rawvideo", "ffv1", "huffyuv", "ffvhuff", "utvideo", "magicyuv", "png", "apng", "qtrle", "v210", "v308", "v408", "v410", "r210", "yuv4", "prores", "dnxhd", "cfhd", "hqx", "tiff", "bmp", "dpx", "exr", "zlib", "lagarith"}
+)
 
 
 def engines_dir() -> Path:
@@ -60,18 +67,26 @@ def source_qp(qps: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def choose_weights(qps: list[float | None]) -> tuple[str, str]:
-    """The shipped weights ``auto`` picks for a source whose first frames have quantisers ``qps``.
+def choose_weights(qps: list[float | None], codec: str | None) -> tuple[str, str]:
+    """The shipped weights ``auto`` picks for a source.
+
+    Args:
+        qps: ``Picture.qp`` of the source's first decoded frames (None where none is reported).
+        codec: the source's FFmpeg decoder name (``SourceInfo.codec``), None for raw pictures.
 
     Returns:
-        ``(name, reason)``: a key of :data:`SHIPPED_WEIGHTS` and a few words saying why.
+        ``(name, reason)``: a key of :data:`SHIPPED_WEIGHTS` and a few words saying why. H.264:
+        its median QP against :data:`AUTO_MIN_QP`; lossless or raw: ``default``; any other codec
+        (no quantiser reported): ``compressed``.
     """
     median = source_qp(qps)
-    if median is None:
-        return "default", "the decoder reports no quantiser (not H.264, or uncompressed)"
-    if median >= AUTO_MIN_QP:
-        return "compressed", f"H.264 median QP {median:.1f} >= {AUTO_MIN_QP:g}: heavily compressed"
-    return "default", f"H.264 median QP {median:.1f} < {AUTO_MIN_QP:g}"
+    if median is not None:
+        if median >= AUTO_MIN_QP:
+            return "compressed", f"H.264 median QP {median:.1f} >= {AUTO_MIN_QP:g}"
+        return "default", f"H.264 median QP {median:.1f} < {AUTO_MIN_QP:g}"
+    if codec is None or codec in UNCOMPRESSED_CODECS:
+        return "default", f"{codec or 'raw'} input is not lossy-coded"
+    return "compressed", f"{codec} is a lossy codec whose decoder reports no quantiser"
 
 
 def save_weights(net: VSRNet, path: Path, *, extra: dict[str, str] | None = None) -> None:

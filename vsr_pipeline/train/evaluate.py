@@ -112,6 +112,9 @@ def ground_truth(path: Path, frames: int) -> list[Picture]:
 #: Eval condition prefix -> FFmpeg encoder of the round trip.
 CONDITION_CODECS = {"crf": "libx264", "hevc": "libx265"}
 
+#: FFmpeg encoder -> the decoder name a file of its output reports (``SourceInfo.codec``).
+_DECODER = {"libx264": "h264", "libx265": "hevc"}
+
 
 def parse_condition(condition: str) -> tuple[str, int] | None:
     """The encoder and CRF of an eval condition (``crf28`` -> ``("libx264", 28)``, ``hevc28`` ->
@@ -195,11 +198,12 @@ def evaluate(cfg: EvalConfig, *, log=print) -> str:
     kinds = {Path(e.get("copied_as", "")).name: e["kind"] for e in manifest["files"] if e["role"].startswith("holdout")}
     backends: dict[Path | None, TorchBackend] = {}
 
-    def backend_for(low: list[Picture]) -> tuple[TorchBackend, str]:
+    def backend_for(low: list[Picture], condition: str) -> tuple[TorchBackend, str]:
         """The backend of the evaluated weights (for ``auto``, of the weights it picks for ``low``)."""
         path, label = cfg.weights, Path(str(cfg.weights)).stem if cfg.weights else "default"
         if cfg.weights == AUTO:
-            label, _ = choose_weights([p.qp for p in low])
+            coding = parse_condition(condition)
+            label, _ = choose_weights([p.qp for p in low], _DECODER[coding[0]] if coding else None)
             path = weights_argument(label)
         if path not in backends:
             backends[path] = TorchBackend(path)
@@ -212,7 +216,7 @@ def evaluate(cfg: EvalConfig, *, log=print) -> str:
         truth = ground_truth(clip, cfg.frames)
         for condition in cfg.conditions:
             low = degrade_clip(truth, condition)
-            backend, label = backend_for(low)
+            backend, label = backend_for(low, condition)
             window = cfg.window or backend.window
             upscaler = VideoUpscaler(backend, window=window, output_spec=truth[0].spec)
             results = {
