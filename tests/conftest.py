@@ -30,6 +30,16 @@ def ffmpeg(*args: str) -> None:
         raise AssertionError(f"ffmpeg {' '.join(args)} failed: {result.stderr}")
 
 
+def benchmark_module(name: str):
+    """Import ``benchmarks/NAME.py`` (the benchmarks folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def ffprobe_json(path: Path, *entries: str) -> dict:
     """ffprobe's JSON for ``path`` (``-show_streams -show_format`` plus any extra flags)."""
     import json

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "auto_threshold.py"
+from conftest import benchmark_module
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("auto_threshold", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("auto_threshold")
 
 
 def _write(path: Path, rows: list[tuple[str, str, float | None, float]]) -> Path:

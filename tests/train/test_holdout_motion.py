@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "holdout_motion.py"
+from conftest import benchmark_module
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("holdout_motion", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("holdout_motion")
 
 
 def _texture(seed: int = 0) -> np.ndarray:
