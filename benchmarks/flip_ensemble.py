@@ -1,0 +1,73 @@
+"""Experiment: does a flip self-ensemble buy quality? (Measured: little; not adopted.)
+
+The ensemble runs the network on each window and on its mirror image (horizontal flip) and
+averages the two outputs: twice the MACs, still within the 1.5 TMAC budget for the compressed
+weights. It wraps any backend, so it runs through the product's upscale stage::
+
+    python benchmarks/flip_ensemble.py --data data/vsr_mixed --weights compressed --frames 12 --conditions crf28 clean
+
+Prints, per hold-out clip and condition, the Y-PSNR gain over Lanczos (dB) of the single network
+and of the ensemble, then the means.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vsr_pipeline.classical import upscale_picture
+from vsr_pipeline.engines.base import Backend
+from vsr_pipeline.engines.torch_backend import TorchBackend
+from vsr_pipeline.models.weights import weights_argument
+from vsr_pipeline.train.evaluate import degrade_clip, ground_truth, run_network, score
+from vsr_pipeline.upscaler import VideoUpscaler
+
+
+class FlipEnsemble(Backend):
+    """``inner`` on each window and on its horizontal mirror, outputs averaged (2x the work).
+
+    Features of both versions travel stacked on the batch axis: ``encode`` turns ``(N, 3, H, W)``
+    into features of batch ``2N`` (the mirrored frames second), ``reconstruct`` splits them.
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner, self.name, self.device, self.config = inner, inner.name, inner.device, inner.config
+
+    def encode(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.encode(torch.cat([rgb, rgb.flip(-1)]))
+
+    def reconstruct(self, rgb_centre, feat_centre, flow_feat_centre, feats, flow_feats) -> torch.Tensor:
+        n = rgb_centre.shape[0]
+        out = self.inner.reconstruct(torch.cat([rgb_centre, rgb_centre.flip(-1)]), feat_centre, flow_feat_centre, feats, flow_feats)
+        return 0.5 * (out[:n] + out[n:].flip(-1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=Path("data/vsr_mixed"))
+    ap.add_argument("--weights", type=weights_argument, default=weights_argument("compressed"))
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--conditions", nargs="+", default=["crf28", "clean"])
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    single = TorchBackend(args.weights)
+    both = FlipEnsemble(single)
+    gains: dict[str, list[tuple[float, float]]] = {c: [] for c in args.conditions}
+    for clip in sorted((args.data / "holdout").glob("*")):
+        truth = ground_truth(clip, args.frames)
+        for condition in args.conditions:
+            low = degrade_clip(truth, condition)
+            lanczos = score([upscale_picture(p, 2, "LANCZOS") for p in low], truth)["psnr"]
+            a, b = (score(run_network(VideoUpscaler(backend, window=3, output_spec=truth[0].spec), low), truth)["psnr"] - lanczos for backend in (single, both))
+            gains[condition].append((a, b))
+            print(f"{clip.name:50s} {condition:6s} single {a:+.3f} flip ensemble {b:+.3f}", flush=True)
+    for condition, pairs in gains.items():
+        a, b = np.array(pairs).T
+        print(f"{condition}: single {a.mean():+.3f}, flip ensemble {b.mean():+.3f} (per clip {(b - a).min():+.3f} to {(b - a).max():+.3f})")
+
+
+if __name__ == "__main__":
+    main()
