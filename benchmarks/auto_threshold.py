@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if default.keys() != compressed.keys():
         print("error: the two results do not cover the same clips and conditions", file=sys.stderr)
         return 2
-    conditions = sorted({c for _, c in default}, key=lambda c: (c != "clean", int(c[3:]) if c != "clean" else 0))
+    conditions = sorted({c for _, c in default}, key=lambda c: (c != "clean", c.rstrip("0123456789"), int("0" + c[len(c.rstrip("0123456789")) :])))
 
     def gains(condition: str, use_compressed) -> list[float]:
         """Per-clip gains of one condition; ``use_compressed(qp)`` picks the weights per clip."""

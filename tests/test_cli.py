@@ -254,7 +254,9 @@ def test_help(tmp_path):
     # the help states the auto threshold the code uses
     from vsr_pipeline.models.weights import AUTO_MIN_QP
 
-    assert f"median QP of {AUTO_MIN_QP:g} or more" in " ".join(up.stdout.split())
+    from vsr_pipeline.models.weights import AUTO_HEAVY_QP
+
+    assert f"median QP under {AUTO_MIN_QP:g} gets 'default', {AUTO_MIN_QP:g} to {AUTO_HEAVY_QP:g} 'compressed', {AUTO_HEAVY_QP:g} or more 'heavy'" in " ".join(up.stdout.split())
 
 
 def test_prepare_rejects_a_bad_crf_range(tmp_path):
@@ -313,24 +315,24 @@ def test_compressed_weights_by_name(clip_with_audio, tmp_path):
     assert frame_count(out) == frame_count(clip_with_audio)
 
 
-@pytest.mark.skipif(not all(weights_argument(n).is_file() for n in ("default", "compressed")), reason="shipped weights are missing")
+@pytest.mark.skipif(not all(weights_argument(n).is_file() for n in ("default", "compressed", "heavy")), reason="shipped weights are missing")
 def test_weights_auto_follows_the_source_quantiser(tmp_path):
-    """The default ``--weights auto`` picks the compressed weights for a coarsely quantised H.264
-    input and the default weights for a finely quantised one, says so, and computes exactly
-    what naming those weights computes; without a quantiser the codec decides (lossy: compressed);
-    live streams and ``info`` refuse ``auto``."""
-    from vsr_pipeline.models.weights import AUTO_MIN_QP
+    """The default ``--weights auto`` picks default, compressed or heavy weights by the H.264
+    input's median QP, says so, and computes exactly what naming those weights computes; without a
+    quantiser the codec decides (lossy: compressed); live streams and ``info`` refuse ``auto``."""
+    from vsr_pipeline.models.weights import AUTO_HEAVY_QP, AUTO_MIN_QP
 
-    for crf, expected in ((12, "default"), (44, "compressed")):
-        src = tmp_path / f"crf{crf}.mp4"
-        ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=0.4", "-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p", str(src))
-        auto, named = tmp_path / f"auto{crf}.mkv", tmp_path / f"named{crf}.mkv"
+    bands = {"default": (0, AUTO_MIN_QP), "compressed": (AUTO_MIN_QP, AUTO_HEAVY_QP), "heavy": (AUTO_HEAVY_QP, 52)}
+    for qp, expected in ((10, "default"), (25, "compressed"), (40, "heavy")):
+        src = tmp_path / f"qp{qp}.mp4"
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=0.4", "-c:v", "libx264", "-qp", str(qp), "-pix_fmt", "yuv420p", str(src))
+        auto, named = tmp_path / f"auto{qp}.mkv", tmp_path / f"named{qp}.mkv"
         r = vsr("upscale", src, auto, "--codec", "ffv1", "--threads", "1", cwd=tmp_path, timeout=300)
         assert r.returncode == 0, r.stderr
         line = next(x for x in r.stderr.splitlines() if x.startswith("weights:"))
         assert line.startswith(f"weights: {expected} (auto: H.264 median QP "), line
-        qp = float(line.split("QP ")[1].split()[0])
-        assert (qp >= AUTO_MIN_QP) == (expected == "compressed")
+        measured = float(line.split("QP ")[1].split()[0])
+        assert bands[expected][0] <= measured < bands[expected][1]
         r = vsr("upscale", src, named, "--codec", "ffv1", "--threads", "1", "--weights", expected, cwd=tmp_path, timeout=300)
         assert r.returncode == 0, r.stderr
         with av.open(str(auto)) as a, av.open(str(named)) as b:

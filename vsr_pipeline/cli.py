@@ -65,14 +65,16 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> N
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the network runs (default: cuda if available)")
     p.add_argument("--window", type=int, default=None, metavar="T", help="temporal window, odd (default: the model's, 3)")
     weights_help = (
-        "video SR weights: 'default' (engines/vsrnet_x2.safetensors, best on clean and lightly compressed input), "
-        "'compressed' (engines/vsrnet_x2_compressed.safetensors, better on heavily compressed H.264 sources such as CCTV "
-        "and low-bitrate broadcast; 1.6x the MACs, half the speed on a CPU) or a .safetensors file"
+        "video SR weights: 'default' (engines/vsrnet_x2.safetensors: clean, lossless and finely quantised input), "
+        "'compressed' (engines/vsrnet_x2_compressed.safetensors: lossy input such as broadcast and web video; "
+        "1.6x the MACs, half the speed on a CPU), 'heavy' (engines/vsrnet_x2_heavy.safetensors: the same network "
+        "trained on compressed clips only, for coarse H.264 such as CCTV) or a .safetensors file"
     )
     if files:
         weights_help += (
-            "; 'auto' (default) picks 'compressed' for lossy input (H.264 whose first frames have a median QP of 30 or more, "
-            "or a codec whose decoder reports no quantiser, such as HEVC) and 'default' for finer H.264 and lossless or raw input, and says which"
+            "; 'auto' (default) looks at how the input was coded and says what it picked: H.264 whose first frames have "
+            "a median QP under 20 gets 'default', 20 to 30 'compressed', 30 or more 'heavy'; a lossy codec whose decoder "
+            "reports no quantiser (HEVC, AV1, ...) gets 'compressed'; lossless or raw input 'default'"
         )
     else:
         weights_help += " (default: 'default'; 'auto' needs frames before the network is built, so live input names the weights)"
@@ -132,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_upscale_options(demo)
 
     info = sub.add_parser("info", help="model, cost per frame, backends and encoders available")
-    info.add_argument("--weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="'default', 'compressed' or a .safetensors file")
+    info.add_argument("--weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="'default', 'compressed', 'heavy' or a .safetensors file")
     info.add_argument("--window", type=int, default=None)
 
     data = sub.add_parser("data", help="training data")
@@ -166,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--steps", type=int, default=3000)
     ft.add_argument("--out", type=Path, default=Path("runs/facesr/facesr_x2.safetensors"))
     ft.add_argument("--threads", type=int, default=1)
-    ft.add_argument("--video-weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="the video network whose output the face network refines: default, compressed or a file (default: default)")
+    ft.add_argument("--video-weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="the video network whose output the face network refines: default, compressed, heavy or a file (default: default)")
     ft.add_argument("--channels", type=int, default=48, help="face network feature channels")
     ft.add_argument("--blocks", type=int, default=6, help="face network residual blocks")
     ft.add_argument("--batch", type=int, default=12)
@@ -188,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="Y-PSNR/SSIM of the network vs Lanczos and bicubic on the hold-out footage")
     ev.add_argument("--data", type=Path, default=Path("data/vsr"), help="'vsr data prepare' folder whose holdout/ clips are evaluated (default data/vsr)")
-    ev.add_argument("--weights", type=_weights, default=None, metavar="NAME|FILE", help="video SR weights: 'default', 'compressed', a .safetensors file, or 'auto': for each clip and condition the weights 'vsr upscale' would pick from the H.264 quantisers (default: 'default')")
+    ev.add_argument("--weights", type=_weights, default=None, metavar="NAME|FILE", help="video SR weights: 'default', 'compressed', 'heavy', a .safetensors file, or 'auto': for each clip and condition the weights 'vsr upscale' would pick from the codec and H.264 quantisers (default: 'default')")
     ev.add_argument("--window", type=int, default=None, help="temporal window (default: the weights' own)")
     ev.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
     ev.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for the table, plot and PNG crops")
@@ -216,7 +218,7 @@ def _weights(value: str) -> Path | str:
 def _fixed_weights(value: str) -> Path:
     """``--weights`` of commands that need one network up front: a shipped name or a file."""
     if value == "auto":
-        raise argparse.ArgumentTypeError("'auto' is not possible here: name the weights (default, compressed or a file)")
+        raise argparse.ArgumentTypeError("'auto' is not possible here: name the weights (default, compressed, heavy or a file)")
     return Path(_weights(value))
 
 

@@ -77,26 +77,40 @@ def test_compressed_weights_are_the_grown_cost_volume_model():
     assert net.config.flow_estimator == "corr" and net.config.reconstruct_blocks == 8
 
 
-def test_choose_weights_rule():
-    """``auto``: H.264's median QP over the first AUTO_PROBE_FRAMES frames against AUTO_MIN_QP;
-    without a quantiser, lossless/raw input gets the default weights and any other codec is taken
-    as lossy and gets the compressed ones."""
-    from vsr_pipeline.models.weights import AUTO_MIN_QP, AUTO_PROBE_FRAMES, choose_weights, source_qp
+@needs_shipped
+def test_heavy_weights_win_on_coarse_h264_and_compressed_on_finer(photo_clip):
+    """The band edges of ``auto`` on a real photograph: at CRF 34 (median QP ~41) the heavy weights
+    beat the compressed ones, at CRF 22 (QP ~29) the compressed ones beat the heavy ones."""
+    truth = ground_truth(photo_clip, 6)
+    coarse, finer = degrade_clip(truth, "crf34"), degrade_clip(truth, "crf22")
+    assert _psnr("heavy", coarse, truth) > _psnr("compressed", coarse, truth) + 0.1
+    assert _psnr("compressed", finer, truth) > _psnr("heavy", finer, truth) + 0.1
+    heavy, compressed = load_network(weights_argument("heavy")), load_network(weights_argument("compressed"))
+    assert heavy.config == compressed.config  # the same network, other weights
 
-    low, high = AUTO_MIN_QP - 1, AUTO_MIN_QP + 1
-    assert choose_weights([high] * 8, "h264")[0] == "compressed"
-    assert choose_weights([low] * 8, "h264")[0] == "default"
-    assert choose_weights([AUTO_MIN_QP] * 3, "h264")[0] == "compressed"  # the threshold itself is compressed
+
+def test_choose_weights_rule():
+    """``auto``: H.264's median QP over the first AUTO_PROBE_FRAMES frames: under AUTO_MIN_QP
+    default, then compressed, from AUTO_HEAVY_QP heavy; without a quantiser, lossless/raw input
+    gets the default weights and any other codec is taken as lossy and gets the compressed ones."""
+    from vsr_pipeline.models.weights import AUTO_HEAVY_QP, AUTO_MIN_QP, AUTO_PROBE_FRAMES, choose_weights, source_qp
+
+    assert AUTO_MIN_QP < AUTO_HEAVY_QP
+    pick = lambda qps, codec="h264": choose_weights(qps, codec)[0]  # noqa: E731
+    assert pick([AUTO_MIN_QP - 1] * 8) == "default"
+    assert pick([AUTO_MIN_QP] * 3) == "compressed"  # each threshold belongs to the band above it
+    assert pick([AUTO_HEAVY_QP - 1] * 8) == "compressed"
+    assert pick([AUTO_HEAVY_QP] * 8) == "heavy" and pick([51.0] * 8) == "heavy"
     # a median, not a mean: one very coarse frame does not decide
-    assert choose_weights([low] * 7 + [51.0], "h264")[0] == "default"
+    assert pick([AUTO_MIN_QP - 1] * 7 + [51.0]) == "default"
     # only the first frames count
-    assert source_qp([low] * AUTO_PROBE_FRAMES + [high] * 100) == low
+    assert source_qp([10.0] * AUTO_PROBE_FRAMES + [40.0] * 100) == 10.0
     assert source_qp([None, 20.0, None, 30.0]) == 25.0 and source_qp([None] * 4) is None
-    name, reason = choose_weights([high] * 8, "h264")
-    assert f"{high:.1f}" in reason
+    name, reason = choose_weights([AUTO_HEAVY_QP + 1.25] * 8, "h264")
+    assert f"{AUTO_HEAVY_QP + 1.25:.1f}" in reason
     # no quantiser reported
     for codec in (None, "rawvideo", "ffv1", "prores", "png"):
-        assert choose_weights([None] * 8, codec)[0] == "default", codec
+        assert pick([None] * 8, codec) == "default", codec
     for codec in ("hevc", "av1", "vp9", "mpeg2video", "mjpeg"):
-        assert choose_weights([None] * 8, codec)[0] == "compressed", codec
-    assert choose_weights([], "hevc")[0] == "compressed"
+        assert pick([None] * 8, codec) == "compressed", codec
+    assert pick([], "hevc") == "compressed"

@@ -30,7 +30,7 @@ from vsr_pipeline.train.evaluate import (
     ssim,
     temporal_error,
 )
-from vsr_pipeline.models.weights import AUTO, AUTO_MIN_QP, weights_argument
+from vsr_pipeline.models.weights import AUTO, AUTO_HEAVY_QP, AUTO_MIN_QP, weights_argument
 from vsr_pipeline.upscaler import VideoUpscaler
 
 torch.set_num_threads(1)
@@ -206,7 +206,7 @@ def test_evaluate_end_to_end(tmp_path, clip_with_audio, tiny_weights):
         assert plot.width > 300 and plot.height > 200
 
 
-@pytest.mark.skipif(not all(weights_argument(n).is_file() for n in ("default", "compressed")), reason="shipped weights are missing")
+@pytest.mark.skipif(not all(weights_argument(n).is_file() for n in ("default", "compressed", "heavy")), reason="shipped weights are missing")
 def test_evaluate_auto_picks_weights_per_condition(tmp_path):
     """``--weights auto`` in eval: each clip and condition runs the shipped weights that
     ``vsr upscale`` would pick from the codec and the decoded quantisers, and the table says which."""
@@ -221,9 +221,10 @@ def test_evaluate_auto_picks_weights_per_condition(tmp_path):
     assert [r["condition"] for r in rows] == ["clean", "crf10", "crf45", "hevc10"]
     assert rows[0]["qp"] is None and rows[1]["qp"] < AUTO_MIN_QP <= rows[2]["qp"] and rows[3]["qp"] is None
     # HEVC reports no QP: a lossy codec, so compressed, however fine its CRF
-    assert [r["weights"] for r in rows] == ["default", "default", "compressed", "compressed"]
-    assert f"| crf45 ({rows[2]['qp']:.1f}) | compressed |" in table
-    # the compressed run really used the other network: the same input through the default one differs
+    assert rows[2]["qp"] >= AUTO_HEAVY_QP
+    assert [r["weights"] for r in rows] == ["default", "default", "heavy", "compressed"]
+    assert f"| crf45 ({rows[2]['qp']:.1f}) | heavy |" in table
+    # the heavy run really used another network: the same input through the default one differs
     low = degrade_clip(ground_truth(data / "holdout" / "pkg__av.mp4", 4), "crf45")
     default_out = run_network(VideoUpscaler(TorchBackend(weights_argument("default")), window=3, output_spec=low[0].spec), low)
     truth = ground_truth(data / "holdout" / "pkg__av.mp4", 4)

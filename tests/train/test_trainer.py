@@ -249,3 +249,8 @@ def test_compressed_recipe_grows_the_corr_model():
     assert cfg.init == Path("runs/corr_x2.safetensors") and cfg.init_changes == {"reconstruct_blocks": 8}
     assert cfg.data == Path("data/vsr_mixed") and cfg.extra_data == Path("data/vsr") and cfg.extra_data_prob == 0.2
     assert cfg.output == Path("engines/vsrnet_x2_compressed.safetensors")
+    # the heavy weights: these, fine-tuned on compressed clips only
+    heavy = TrainConfig.from_json(Path(train_pkg.__file__).parent / "configs" / "vsrnet_x2_heavy.json")
+    assert heavy.init == cfg.output and heavy.init_changes == {} and heavy.lr < cfg.lr
+    assert heavy.data == Path("data/vsr_comp") and heavy.extra_data == Path("data/vsr_mixed")
+    assert heavy.output == Path("engines/vsrnet_x2_heavy.safetensors")

@@ -13,17 +13,21 @@ from .vsrnet import VSRNet, VSRNetConfig
 #: Name of the shipped default video SR weights inside the engines folder.
 DEFAULT_WEIGHTS = "vsrnet_x2.safetensors"
 
-#: Shipped video SR weights by the name ``--weights`` accepts: ``default`` (best on clean input)
-#: and ``compressed`` (better on heavily compressed input, e.g. H.264 CRF 28; 1.6x the
-#: compute). Measured in benchmarks/RESULTS.md.
-SHIPPED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "compressed": "vsrnet_x2_compressed.safetensors"}
+#: Shipped video SR weights by the name ``--weights`` accepts, lightest compression first:
+#: ``default`` (clean, lossless and finely quantised input), ``compressed`` (lossy input: H.264
+#: from QP ~20, HEVC, ...; 1.6x the compute) and ``heavy`` (coarsely quantised H.264, QP 30 and
+#: up: CCTV, low-bitrate streams; the same network as ``compressed``, trained on compressed clips
+#: only). Measured in benchmarks/RESULTS.md.
+SHIPPED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "compressed": "vsrnet_x2_compressed.safetensors", "heavy": "vsrnet_x2_heavy.safetensors"}
 
 #: ``--weights auto``: pick ``default`` or ``compressed`` from how the source was coded.
 AUTO = "auto"
 
 #: Median H.264 QP (over the first :data:`AUTO_PROBE_FRAMES` decoded frames) from which ``auto``
-#: picks the ``compressed`` weights; the measured crossover is in benchmarks/RESULTS.md.
-AUTO_MIN_QP = 30.0
+#: picks ``compressed``, and from which it picks ``heavy``; the measured crossovers are in
+#: benchmarks/RESULTS.md.
+AUTO_MIN_QP = 20.0
+AUTO_HEAVY_QP = 30.0
 
 #: Decoded frames whose quantisers ``auto`` looks at.
 AUTO_PROBE_FRAMES = 8
@@ -76,13 +80,15 @@ def choose_weights(qps: list[float | None], codec: str | None) -> tuple[str, str
 
     Returns:
         ``(name, reason)``: a key of :data:`SHIPPED_WEIGHTS` and a few words saying why. H.264:
-        its median QP against :data:`AUTO_MIN_QP`; lossless or raw: ``default``; any other codec
-        (no quantiser reported): ``compressed``.
+        its median QP against :data:`AUTO_MIN_QP` and :data:`AUTO_HEAVY_QP`; lossless or raw:
+        ``default``; any other codec (no quantiser reported): ``compressed``.
     """
     median = source_qp(qps)
     if median is not None:
+        if median >= AUTO_HEAVY_QP:
+            return "heavy", f"H.264 median QP {median:.1f} >= {AUTO_HEAVY_QP:g}"
         if median >= AUTO_MIN_QP:
-            return "compressed", f"H.264 median QP {median:.1f} >= {AUTO_MIN_QP:g}"
+            return "compressed", f"H.264 median QP {median:.1f} in [{AUTO_MIN_QP:g}, {AUTO_HEAVY_QP:g})"
         return "default", f"H.264 median QP {median:.1f} < {AUTO_MIN_QP:g}"
     if codec is None or codec in UNCOMPRESSED_CODECS:
         return "default", f"{codec or 'raw'} input is not lossy-coded"
