@@ -9,7 +9,7 @@ Reads two ``vsr eval`` results made on the same clips and conditions, one per we
     python benchmarks/auto_threshold.py runs/calib_default/eval.json runs/calib_compressed/eval.json
 
 and prints, per condition, the mean Y-PSNR gain over Lanczos (dB, with the worst clip) of each
-weights and of the ``auto`` rule at several QP thresholds (each clip's median H.264 QP of its
+weights and of the ``auto`` rule at several QP thresholds (the second weights from the threshold up) (each clip's median H.264 QP of its
 first frames decides, exactly as in ``vsr upscale``), then the threshold with the best mean over
 all compressed conditions.
 """
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("default", type=Path, help="eval.json of the default weights")
     parser.add_argument("compressed", type=Path, help="eval.json of the compressed weights, same clips and conditions")
+    parser.add_argument("--names", nargs=2, default=["default", "compressed"], metavar=("LOW", "HIGH"), help="column names of the two weights (default: default compressed)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[24, 26, 28, 30, 32, 34, 99], help="QP thresholds to try (99: never compressed)")
     args = parser.parse_args(argv)
     try:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     def auto(threshold: float):
         return lambda qp: qp is not None and qp >= threshold
 
-    header = ["condition", "median QP", "default", "compressed", *[f"auto {t:g}" for t in args.thresholds]]
+    header = ["condition", "median QP", *args.names, *[f"auto {t:g}" for t in args.thresholds]]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for condition in conditions:
