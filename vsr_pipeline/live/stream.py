@@ -99,7 +99,7 @@ class StreamConfig:
         """Raise :class:`ConfigError` naming the first bad option; return the two endpoints."""
         source, target = parse_endpoint(self.input, output=False), parse_endpoint(self.output, output=True)
         if self.weights == "auto":
-            raise ConfigError("--weights auto is for files: a live stream's network is built before its first frame; pass --weights default or compressed")
+            raise ConfigError("--weights auto is for files: a live stream's network is built before its first frame; pass --weights default, compressed or heavy")
         if not source.live:
             raise ConfigError(f"{self.input}: not a live URL (udp://, rtp://, srt://, rist://, rtmp://, rtsp://, tcp://); use 'vsr upscale' for files")
         if self.latency <= 0 or self.stall_timeout <= 0 or self.keyint_seconds <= 0:
