@@ -20,7 +20,7 @@ DEFAULT_WEIGHTS = "vsrnet_x2.safetensors"
 #: only). Measured in benchmarks/RESULTS.md.
 SHIPPED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "compressed": "vsrnet_x2_compressed.safetensors", "heavy": "vsrnet_x2_heavy.safetensors"}
 
-#: ``--weights auto``: pick ``default`` or ``compressed`` from how the source was coded.
+#: ``--weights auto``: pick one of :data:`SHIPPED_WEIGHTS` from how the source was coded (:func:`choose_weights`).
 AUTO = "auto"
 
 #: Median H.264 QP (over the first :data:`AUTO_PROBE_FRAMES` decoded frames) from which ``auto``
