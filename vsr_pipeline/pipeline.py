@@ -326,11 +326,11 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
         VsrError: any problem the user can act on (bad input, output, option, backend).
         KeyboardInterrupt: on Ctrl-C, after removing the partial output.
     """
-    from .models.weights import AUTO_PROBE_FRAMES
+    from .models.weights import AUTO, AUTO_PROBE_FRAMES
 
     config.check()
     metrics = metrics or PipelineMetrics()
-    source = open_source(config.input)
+    source = open_source(config.input, quantisers=backend is None and config.weights == AUTO)
     server = None
     sink = None
     try:

@@ -171,7 +171,8 @@ def h264_qp(frame) -> float | None:
 
     The decoder exports it only when its codec context was opened with
     ``options={"export_side_data": "venc_params"}`` (:class:`~vsr_pipeline.io.source.AvSource`
-    does). FFmpeg's HEVC, AV1 and most other decoders export none.
+    does with ``quantisers=True``) and uses slice threads only (frame threads export some
+    frames' tables half-written). FFmpeg's HEVC, AV1 and most other decoders export none.
 
     Reads the block table straight from the side data (libavutil's ``AVVideoBlockParams``:
     ``src_x, src_y, w, h, delta_qp``, five 32-bit fields at the start of every ``block_size``

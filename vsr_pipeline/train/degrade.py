@@ -87,6 +87,7 @@ def codec_round_trip(y: np.ndarray, u: np.ndarray, v: np.ndarray, *, codec: str 
     buffer.seek(0)
     with av.open(buffer, "r") as inp:
         stream = inp.streams.video[0]
+        stream.codec_context.thread_type = "SLICE"  # frame threads export half-written QP tables
         stream.codec_context.options = {"export_side_data": "venc_params"}
         pictures = [picture_from_frame(frame, index=i) for i, frame in enumerate(inp.decode(stream))]
     if len(pictures) != frames:
