@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from conftest import ffmpeg, ffprobe_json
 from vsr_pipeline.models.weights import default_weights_path, weights_argument
@@ -263,6 +264,16 @@ def test_prepare_rejects_a_bad_crf_range(tmp_path):
     r = vsr("data", "prepare", "--out", str(tmp_path / "d"), "--crf-range", "40", "30", cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and r.stderr.strip() == "error: --crf-range must be two CRFs MIN <= MAX in 0..51, got 40 30"
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where PyTorch sees no CUDA GPU; this machine has one")
+def test_train_on_a_missing_gpu_is_one_line(tmp_path):
+    r = vsr("train", "--device", "cuda", "--run", str(tmp_path / "run"), cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().startswith("error: training device cuda: no CUDA GPU is visible to PyTorch") and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+    r = vsr("train", "--device", "tpu", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "error: training device 'tpu': use cpu, cuda, cuda:N or auto"
 
 
 def test_no_command_prints_help_and_fails(tmp_path):

@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None, help="optimiser steps in all (a resumed run continues to this)")
     train.add_argument("--output", type=Path, default=None, help="where the final weights go")
     train.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads (default: all cores)")
+    train.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N, or auto (a CUDA GPU when PyTorch sees one); the same seeded batches on any device")
     train.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
     train.add_argument("--lr", type=float, default=None, help="peak learning rate")
 
@@ -407,11 +408,12 @@ def cmd_data(args) -> int:
 def cmd_train(args) -> int:
     import dataclasses
 
-    from .train.trainer import TrainConfig, train
+    from .train.trainer import TrainConfig, train, train_device
 
     cfg = TrainConfig.from_json(args.config) if args.config else TrainConfig()
-    overrides = {k: getattr(args, k) for k in ("data", "run", "steps", "output", "threads", "init", "lr") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("data", "run", "steps", "output", "threads", "device", "init", "lr") if getattr(args, k) is not None}
     cfg = dataclasses.replace(cfg, **overrides)
+    train_device(cfg.device)  # a GPU PyTorch cannot see is refused before anything is read or written
     if not (cfg.data / "train.npz").is_file():
         raise VsrError(f"no training data in {cfg.data}: run 'vsr data prepare --out {cfg.data}' first")
     result = train(cfg, log=_log)

@@ -30,6 +30,10 @@ class Batch:
     hr_u: torch.Tensor
     hr_v: torch.Tensor
 
+    def to(self, device: torch.device) -> "Batch":
+        """The same batch on ``device``."""
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.lr_rgb, self.hr_y, self.hr_u, self.hr_v)))
+
 
 class ClipArrays:
     """Clips of one ``.npz`` file held in memory as uint8 tensors."""

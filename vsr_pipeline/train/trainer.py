@@ -40,6 +40,10 @@ class TrainConfig:
         val_every: steps between validations and checkpoints.
         seed: seed of the model init and the batch order.
         threads: torch CPU threads (0 keeps torch's default).
+        device: where the network trains: ``cpu``, ``cuda`` (or ``cuda:N``), or ``auto`` (a CUDA
+            GPU when PyTorch sees one). Batches are drawn on the CPU with the same seeded
+            generator whatever the device, so a run draws the same batches on either; on a GPU
+            the convolutions use TF32 (the flow sampling grid stays fp32, see DESIGN.md).
         init: weights to start from (fine-tuning); their config replaces ``model``.
         init_changes: changes to the ``init`` network's config, e.g. ``{"reconstruct_blocks": 8}``
             to grow it: tensors of the same name and shape are carried over and new residual
@@ -69,6 +73,7 @@ class TrainConfig:
     val_every: int = 500
     seed: int = 0
     threads: int = 0
+    device: str = "cpu"
     init: Path | None = None
     init_changes: dict[str, int | str] = field(default_factory=dict)
     flow_loss_weight: float = 0.0
@@ -89,6 +94,24 @@ class TrainConfig:
             if key in raw:
                 raw[key] = tuple(raw[key])
         return TrainConfig(model=model, **raw)
+
+
+def train_device(name: str) -> torch.device:
+    """The torch device for ``TrainConfig.device``; a one-line error where CUDA is asked for and
+    PyTorch sees none."""
+    from ..errors import BackendUnavailable, ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not (name == "cuda" or name.startswith("cuda:")):
+        raise ConfigError(f"training device {name!r}: use cpu, cuda, cuda:N or auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise BackendUnavailable(f"training device {name}: no CUDA GPU is visible to PyTorch on this machine (a CPU build of torch, or no driver)")
+        index = torch.device(name).index or 0
+        if index >= torch.cuda.device_count():
+            raise BackendUnavailable(f"training device {name}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    return torch.device(name)
 
 
 def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -136,7 +159,8 @@ def synthetic_flow_loss(net: VSRNet, frames: torch.Tensor, gen: torch.Generator)
     from .flowpairs import FlowPairConfig, make_pairs
 
     size = (min(frames.shape[-2:]) * 11 // 16) // 4 * 4  # 44 for 64x64 crops
-    centre, other, flow = make_pairs(frames, FlowPairConfig(size=size), gen)
+    # made on the CPU with the CPU generator (the same pairs on any device), then moved
+    centre, other, flow = (t.to(frames.device) for t in make_pairs(frames.cpu(), FlowPairConfig(size=size), gen))
     return flow_pair_loss(net, centre, other, flow)
 
 
@@ -153,10 +177,11 @@ def y_psnr(pred_y: torch.Tensor, ref_y: torch.Tensor, border: int = 4, peak: flo
 def validate(net: VSRNet, val: ClipArrays, window: int) -> dict[str, float]:
     """Y-PSNR of the network and of bicubic on every validation clip's middle window."""
     net.eval()
+    device = next(net.parameters()).device
     start = (val.frames - window) // 2
     psnr_net, psnr_bic = [], []
     for i in range(val.count):
-        batch = val.batch(torch.tensor([i]), torch.tensor([start]), window)
+        batch = val.batch(torch.tensor([i]), torch.tensor([start]), window).to(device)
         pred = net(batch.lr_rgb)
         psnr_net.append(y_psnr(rgb_to_planes(pred, CLIP_SPEC)[0], batch.hr_y))
         bic = F.interpolate(batch.lr_rgb[:, window // 2], scale_factor=2.0, mode="bicubic", align_corners=False)
@@ -198,8 +223,13 @@ def plot_log(log_path: Path, out_png: Path) -> None:
 
 def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
     """Run (or resume) training; return the last validation figures."""
+    device = train_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)
     cfg.run.mkdir(parents=True, exist_ok=True)
     train_set = ClipArrays(cfg.data / "train.npz")
@@ -216,6 +246,8 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
         log(f"starting from {cfg.init}" + (f" with {cfg.init_changes}" if cfg.init_changes else ""))
     else:
         net = VSRNet(cfg.model)
+    net.to(device)
+    log(f"training on {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     flow_params = net.flow_parameters()
     flow_ids = {id(p) for p in flow_params}
     other_params = [p for p in net.parameters() if id(p) not in flow_ids]
@@ -228,7 +260,7 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
     step = 0
     ckpt_path = cfg.run / "checkpoint.pt"
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location=device)
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
@@ -247,7 +279,7 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
             source = extra_set
         idx = torch.randint(0, source.count, (cfg.batch,), generator=gen)
         starts = torch.randint(0, source.frames - window + 1, (cfg.batch,), generator=gen)
-        batch = source.batch(idx, starts, window, augment=gen)
+        batch = source.batch(idx, starts, window, augment=gen).to(device)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg) * group.get("lr_scale", 1.0)
         if cfg.flow_loss_weight > 0 and window > 1:
