@@ -274,6 +274,8 @@ def test_train_on_a_missing_gpu_is_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
     r = vsr("train", "--device", "tpu", cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == "error: training device 'tpu': use cpu, cuda, cuda:N or auto"
+    r = vsr("faces", "train", "--device", "cuda", "--data", str(tmp_path / "none"), cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: training device cuda: no CUDA GPU is visible"), r.stderr
 
 
 def test_no_command_prints_help_and_fails(tmp_path):

@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--val-every", type=int, default=250, help="validate (and keep the best checkpoint) every N steps")
     ft.add_argument("--max-scale", type=float, default=1.0, help="largest resampling of a face photograph (>1: softer, upsampled targets; default 1)")
     ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto, as for 'vsr train'")
     fe = fc_sub.add_parser("eval", help="face-region Y-PSNR, temporal error and identity distance, engine on vs off vs Lanczos")
     fe.add_argument("--data", type=Path, default=Path("data/vsr"))
     fe.add_argument("--weights", "--video-weights", dest="weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="video network weights for engine off and on (default: engines/vsrnet_x2.safetensors)")
@@ -440,8 +441,11 @@ def cmd_faces(args) -> int:
             cache=args.cache, manifest=args.data / "manifest.json", out=args.out, steps=args.steps, threads=args.threads,
             video_weights=args.video_weights, model=FaceSRConfig(channels=args.channels, blocks=args.blocks), batch=args.batch,
             lr=args.lr, pool=args.pool, compress=args.compress, face_weight=args.face_weight, seed=args.seed,
-            face_width=tuple(args.face_width), max_scale=args.max_scale, val_every=args.val_every,
+            face_width=tuple(args.face_width), max_scale=args.max_scale, val_every=args.val_every, device=args.device,
         )
+        from .train.trainer import train_device
+
+        train_device(cfg.device)  # refused before the pairs are made
         if not cfg.manifest.is_file():
             raise VsrError(f"no {cfg.manifest}: run 'vsr data prepare --out {args.data}' first")
         record = train_face_sr(cfg, log=_log)

@@ -61,6 +61,8 @@ class FaceTrainConfig:
         val_every: validate (and keep the best checkpoint) every this many steps.
         seed: everything random derives from it.
         threads: torch threads.
+        device: ``cpu``, ``cuda`` (``cuda:N``) or ``auto``, as for ``vsr train``: the networks
+            run there, the pairs are made and drawn on the CPU with the same seeded generators.
         model: network hyper-parameters.
         video_weights: the video network whose output is refined (None: the shipped one).
     """
@@ -82,6 +84,7 @@ class FaceTrainConfig:
     val_every: int = 250
     seed: int = 0
     threads: int = 1
+    device: str = "cpu"
     model: FaceSRConfig = field(default_factory=FaceSRConfig)
     video_weights: Path | None = None
 
@@ -314,6 +317,11 @@ class PairPool:
         return tuple(out)
 
 
+def _device_of(module: torch.nn.Module) -> torch.device:
+    """Where ``module``'s parameters are (the CPU for one without parameters)."""
+    return next(module.parameters(), torch.empty(0)).device
+
+
 @torch.no_grad()
 def make_pool(sampler: PairSampler, video, count: int, *, chunk: int = 16) -> PairPool:
     """``count`` pairs from ``sampler`` with ``video``'s output for their centre frame."""
@@ -322,7 +330,7 @@ def make_pool(sampler: PairSampler, video, count: int, *, chunk: int = 16) -> Pa
         pairs = [sampler.sample() for _ in range(min(chunk, count - start))]
         clips = torch.stack([p.clip for p in pairs])
         parts["lr"].append(clips[:, clips.shape[1] // 2].half())
-        parts["base"].append(video(clips).half())
+        parts["base"].append(video(clips.to(_device_of(video))).cpu().half())
         parts["hr"].append(torch.stack([p.hr for p in pairs]).half())
         parts["mask"].append(torch.stack([p.mask for p in pairs]))
         parts["crf"].append(torch.tensor([p.crf for p in pairs]))
@@ -333,10 +341,11 @@ def make_pool(sampler: PairSampler, video, count: int, *, chunk: int = 16) -> Pa
 def validate(net: FaceSRNet, pool: PairPool, *, chunk: int = 32) -> dict[str, float]:
     """Mean face-box Y-PSNR of the video network alone and refined (dB), and the gain; also the
     gain on the compressed and on the clean pairs."""
+    device = _device_of(net)
     base_db, out_db = [], []
     for start in range(0, len(pool.crf), chunk):
         index = torch.arange(start, min(start + chunk, len(pool.crf)))
-        lr, base, hr, mask = pool.batch(index)
+        lr, base, hr, mask = (t.to(device) for t in pool.batch(index))
         base_db.append(face_psnr(base, hr, mask))
         out_db.append(face_psnr(net(lr, base), hr, mask))
     b, o = torch.cat(base_db), torch.cat(out_db)
@@ -356,10 +365,13 @@ def train_face_sr(cfg: FaceTrainConfig, *, log: Callable[[str], None] = print) -
     from .._files import file_sha256
     from ..models.weights import default_weights_path, load_network, save_weights
 
+    from ..train.trainer import train_device
+
+    device = train_device(cfg.device)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     video_path = Path(cfg.video_weights) if cfg.video_weights is not None else default_weights_path()
-    video = load_network(video_path).eval()
+    video = load_network(video_path).eval().to(device)
     for p in video.parameters():
         p.requires_grad_(False)
     records = provenance(FACE_SOURCES, cfg.cache)
@@ -379,7 +391,7 @@ def train_face_sr(cfg: FaceTrainConfig, *, log: Callable[[str], None] = print) -
     val = make_pool(PairSampler(val_faces, [], cfg.patch, face_fraction=1.0, compress=0.5, seed=cfg.seed + 1000, **shape), video, 96)
     pool = make_pool(PairSampler(train_faces, photos, cfg.patch, face_fraction=cfg.face_fraction, compress=cfg.compress, seed=cfg.seed, **shape), video, cfg.pool)
     log(f"pairs: {cfg.pool} training, {len(val.crf)} validation, made in {time.time() - started:.0f} s")
-    net = FaceSRNet(cfg.model)
+    net = FaceSRNet(cfg.model).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -391,7 +403,7 @@ def train_face_sr(cfg: FaceTrainConfig, *, log: Callable[[str], None] = print) -
     for step in range(1, cfg.steps + 1):
         index = torch.randint(len(pool.crf), (cfg.batch,), generator=gen)
         flip = torch.rand(cfg.batch, generator=gen) < 0.5
-        lr, base, hr, mask = pool.batch(index, flip)
+        lr, base, hr, mask = (t.to(device) for t in pool.batch(index, flip))
         loss = plane_loss(net(lr, base), hr, 1.0 + cfg.face_weight * mask.float())
         opt.zero_grad()
         loss.backward()
