@@ -278,6 +278,12 @@ def test_train_on_a_missing_gpu_is_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().startswith("error: training device cuda: no CUDA GPU is visible"), r.stderr
 
 
+def test_prepare_rejects_negative_counts(tmp_path):
+    r = vsr("data", "prepare", "--out", str(tmp_path / "d"), "--animation-clips", "-1", cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --clips-per-photo and --animation-clips must be 0 or more"
+    assert not (tmp_path / "d").exists()
+
+
 def test_no_command_prints_help_and_fails(tmp_path):
     r = vsr(cwd=tmp_path, timeout=60)
     assert r.returncode == 2

@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--clips-per-photo", type=int, default=64, help="moving clips synthesised from each training photograph (default 64)")
     prep.add_argument("--compress-prob", type=float, default=0.0, help="fraction of LR clips sent through a real H.264/HEVC round trip (default 0)")
     prep.add_argument("--crf-range", type=int, nargs=2, default=(18, 34), metavar=("MIN", "MAX"), help="CRF range of that round trip, inclusive (default 18 34; higher is stronger compression)")
+    prep.add_argument("--animation-clips", type=int, default=0, metavar="N", help="also cut N training clips from each of 12 game cut-scenes (planetblupi; the animation hold-out is two other cut-scenes of that game; default 0: none)")
     prep.add_argument("--seed", type=int, default=0, help="seed of every random choice; the same seed gives the same data (default 0)")
     sample = data_sub.add_parser("sample", help="rebuild the bundled sample clip from validation photographs")
     sample.add_argument("--out", type=Path, default=Path("vsr_pipeline/data/sample.mp4"), help="where the clip goes (default: the bundled sample)")
@@ -400,7 +401,9 @@ def cmd_data(args) -> int:
         raise VsrError("usage: vsr data prepare [--out DIR] | vsr data sample [--out FILE]")
     if not 0 <= args.crf_range[0] <= args.crf_range[1] <= 51:
         raise ConfigError(f"--crf-range must be two CRFs MIN <= MAX in 0..51, got {args.crf_range[0]} {args.crf_range[1]}")
-    cfg = PrepareConfig(clips_per_photo=args.clips_per_photo, compress_prob=args.compress_prob, crf_range=tuple(args.crf_range), seed=args.seed)
+    if args.clips_per_photo < 0 or args.animation_clips < 0:
+        raise ConfigError("--clips-per-photo and --animation-clips must be 0 or more")
+    cfg = PrepareConfig(clips_per_photo=args.clips_per_photo, compress_prob=args.compress_prob, crf_range=tuple(args.crf_range), animation_clips_per_file=args.animation_clips, seed=args.seed)
     manifest = prepare(args.out, args.cache, cfg)
     print(f"prepared {manifest['counts']} in {args.out} (manifest: {args.out / 'manifest.json'})")
     return 0

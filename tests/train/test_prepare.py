@@ -158,8 +158,8 @@ def test_cached_debian_sources_resolve():
     from vsr_pipeline.train.sources import ALL_SOURCES, resolve
 
     cache = REPO / "data" / "cache"
-    packages = {s.package for s in ALL_SOURCES}
-    missing = [p for p in sorted(packages) if not (cache / p / ".complete").exists()]
+    folders = {s.package: cache / (f"pypi-{s.package}-{s.version}" if s.registry == "pypi" else s.package) for s in ALL_SOURCES}
+    missing = sorted(p for p, folder in folders.items() if not (folder / ".complete").exists())
     if missing:
         pytest.skip(f"data/cache does not hold {', '.join(missing)} (run 'vsr data prepare' once to download them)")
     for source in ALL_SOURCES:
@@ -167,3 +167,18 @@ def test_cached_debian_sources_resolve():
         assert files and all(f.is_file() for f in files), source.package
         if any("contents/images" in p for p in source.patterns):
             assert len(files) == len(source.patterns)  # one (the largest) image per wallpaper
+
+
+def test_training_animation_is_other_files_of_the_holdout_game():
+    """``--animation-clips``: cut-scenes of the game whose two other cut-scenes are the animation
+    hold-out; no hold-out file is ever a training file, and by default none are used."""
+    from vsr_pipeline.train.sources import ALL_SOURCES, HOLDOUT_VIDEO, TRAIN_ANIMATION
+
+    trained = {(s.package, p) for s in ALL_SOURCES if s.role.startswith("train") for p in s.patterns}
+    held = {(s.package, p) for s in ALL_SOURCES if s.role.startswith("holdout") for p in s.patterns}
+    assert not trained & held
+    animation_holdout = [s for s in HOLDOUT_VIDEO if s.kind == "animation"]
+    assert {s.package for s in TRAIN_ANIMATION} == {s.package for s in animation_holdout}
+    assert len({p for s in TRAIN_ANIMATION for p in s.patterns}) == 12
+    assert all(s.role == "train_animation" for s in TRAIN_ANIMATION)
+    assert PrepareConfig().animation_clips_per_file == 0

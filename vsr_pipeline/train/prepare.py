@@ -51,6 +51,9 @@ class PrepareConfig:
         crf_range: CRF range of the codec round trip, inclusive.
         min_texture: crops flatter than this (mean |Laplacian|, code values) are re-drawn.
         video_clips_per_file: training clips cut from each real training video.
+        animation_clips_per_file: training clips cut from each of the game's other cut-scenes
+            (:data:`.sources.TRAIN_ANIMATION`); 0 (the default) leaves them out of the data and
+            the manifest.
         holdout_frames, holdout_size: length and side of clips rendered from hold-out photographs.
         seed: seed of everything random.
     """
@@ -66,6 +69,7 @@ class PrepareConfig:
     crf_range: tuple[int, int] = (18, 34)
     min_texture: float = 2.5
     video_clips_per_file: int = 16
+    animation_clips_per_file: int = 0
     holdout_frames: int = 24
     holdout_size: int = 256
     seed: int = 0
@@ -277,9 +281,11 @@ def prepare(out: Path, cache: Path, cfg: PrepareConfig = PrepareConfig(), *, sho
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     manifest: dict = {"config": asdict(cfg), "clip_colour": asdict(CLIP_SPEC), "files": []}
-    files: dict[str, list[Path]] = {"train": [], "train_video": [], "validation": [], "holdout": [], "holdout_render": []}
+    files: dict[str, list[Path]] = {"train": [], "train_video": [], "train_animation": [], "validation": [], "holdout": [], "holdout_render": []}
     entries: dict[Path, dict] = {}
     for source in ALL_SOURCES:
+        if source.role == "train_animation" and cfg.animation_clips_per_file == 0:
+            continue
         root = source_root(source, cache)
         for path in resolve(source, cache):
             files[source.role].append(path)
@@ -300,12 +306,13 @@ def prepare(out: Path, cache: Path, cfg: PrepareConfig = PrepareConfig(), *, sho
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "holdout").mkdir(parents=True)
-    total = len(files["train"]) * cfg.clips_per_photo + len(files["train_video"]) * cfg.video_clips_per_file + len(files["validation"]) * cfg.val_clips_per_photo
+    real = [(path, cfg.video_clips_per_file) for path in files["train_video"]] + [(path, cfg.animation_clips_per_file) for path in files["train_animation"]]
+    total = len(files["train"]) * cfg.clips_per_photo + sum(n for _, n in real) + len(files["validation"]) * cfg.val_clips_per_photo
     with tqdm(total=total, desc="synthesising clips", unit="clip", disable=not show_progress) as bar:
         train = _synthesise(files["train"], cfg.clips_per_photo, cfg, rng, bar.update)
-        for path in files["train_video"]:
-            for key, values in _video_clips(path, cfg.video_clips_per_file, cfg, rng, bar.update).items():
-                train[key] = np.concatenate([train[key], np.stack(values)])
+        for path, count in real:
+            for key, values in _video_clips(path, count, cfg, rng, bar.update).items():
+                train[key] = np.concatenate([train[key], np.stack(values)]) if key in train else np.stack(values)
         val = _synthesise(files["validation"], cfg.val_clips_per_photo, cfg, rng, bar.update)
     np.savez(tmp / "train.npz", **train)
     np.savez(tmp / "val.npz", **val)

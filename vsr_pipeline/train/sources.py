@@ -35,7 +35,7 @@ class Source:
             picture's width and height (e.g. the face); None for anywhere.
 
     Roles: ``train`` (photographs for synthetic clips), ``train_video`` (real footage cut into
-    training clips), ``validation`` (photographs validated on during training), ``holdout`` (real
+    training clips), ``train_animation`` (the same, for animation, when asked for), ``validation`` (photographs validated on during training), ``holdout`` (real
     footage never trained on) and ``holdout_render`` (photographs, e.g. of faces, rendered into
     moving hold-out clips).
     """
@@ -125,13 +125,29 @@ TRAIN_VIDEO = (
     ),
 )
 
+#: The game's other cut-scenes, cut into training clips only when asked for
+#: (``vsr data prepare --animation-clips N``): the only flat, sharp-edged animation the project
+#: can carry. Same game as the animation hold-out, never the same files.
+TRAIN_ANIMATION = (
+    Source(
+        "planetblupi-common",
+        tuple(
+            f"usr/share/planetblupi/movie/{name}.mkv"
+            for name in ("play103", "play105", "play107", "play108", "play110", "play113", "play116", "play118", "play119", "play124", "win005", "win129")
+        ),
+        "train_animation",
+        "animation",
+        "GPL-3.0-or-later",
+    ),
+)
+
 #: Public-domain photographs of faces, rendered into moving hold-out clips of kind "faces".
 HOLDOUT_FACES = (
     Source("matplotlib", ("matplotlib/mpl-data/sample_data/grace_hopper.jpg",), "holdout_render", "faces", "public domain (US Navy photograph)", "pypi", "3.10.8", (0.5, 0.42)),
     Source("scikit-image", ("skimage/data/astronaut.png",), "holdout_render", "faces", "public domain (NASA photograph)", "pypi", "0.26.0", (0.45, 0.3)),
 )
 
-ALL_SOURCES = TRAIN_PHOTOS + TRAIN_VIDEO + VALIDATION_PHOTOS + HOLDOUT_VIDEO + HOLDOUT_FACES
+ALL_SOURCES = TRAIN_PHOTOS + TRAIN_VIDEO + TRAIN_ANIMATION + VALIDATION_PHOTOS + HOLDOUT_VIDEO + HOLDOUT_FACES
 
 
 def unpack_wheel(package: str, version: str, cache: Path) -> Path:
