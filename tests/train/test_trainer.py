@@ -264,8 +264,9 @@ def test_training_device_is_checked():
 
     assert train_device("cpu") == torch.device("cpu")
     assert train_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ConfigError, match="use cpu, cuda"):
-        train_device("gpu")
+    for bad in ("gpu", "cuda:x", "cuda:", "CPU"):
+        with pytest.raises(ConfigError, match="use cpu, cuda"):
+            train_device(bad)
     if not torch.cuda.is_available():
         with pytest.raises(BackendUnavailable, match="no CUDA GPU is visible"):
             train_device("cuda")

@@ -364,7 +364,6 @@ def train_face_sr(cfg: FaceTrainConfig, *, log: Callable[[str], None] = print) -
     to ``cfg.out`` (provenance in its header and in ``<out>.json``); return that record."""
     from .._files import file_sha256
     from ..models.weights import default_weights_path, load_network, save_weights
-
     from ..train.trainer import train_device
 
     device = train_device(cfg.device)

@@ -35,9 +35,10 @@ class Source:
             picture's width and height (e.g. the face); None for anywhere.
 
     Roles: ``train`` (photographs for synthetic clips), ``train_video`` (real footage cut into
-    training clips), ``train_animation`` (the same, for animation, when asked for), ``validation`` (photographs validated on during training), ``holdout`` (real
-    footage never trained on) and ``holdout_render`` (photographs, e.g. of faces, rendered into
-    moving hold-out clips).
+    training clips), ``train_animation`` (the same for animation, only when asked for),
+    ``validation`` (photographs validated on during training), ``holdout`` (real footage never
+    trained on) and ``holdout_render`` (photographs, e.g. of faces, rendered into moving hold-out
+    clips).
     """
 
     package: str

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -103,7 +104,7 @@ def train_device(name: str) -> torch.device:
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not (name == "cuda" or name.startswith("cuda:")):
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", name):
         raise ConfigError(f"training device {name!r}: use cpu, cuda, cuda:N or auto")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
