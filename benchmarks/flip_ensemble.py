@@ -82,7 +82,7 @@ def main() -> None:
     for clip in sorted((args.data / "holdout").glob("*")):
         truth = ground_truth(clip, args.frames)
         for condition in args.conditions:
-            low = degrade_clip(truth, condition)
+            low = degrade_clip(truth, condition, keep=args.data / "encoded")
             lanczos = score([upscale_picture(p, 2, "LANCZOS") for p in low], truth)["psnr"]
             a, b = (score(run_network(VideoUpscaler(backend, window=3, output_spec=truth[0].spec), low), truth)["psnr"] - lanczos for backend in (single, both))
             gains[condition].append((a, b))

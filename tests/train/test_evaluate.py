@@ -7,6 +7,7 @@ from dataclasses import replace
 import math
 import shutil
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -102,6 +103,34 @@ def test_to_420_8bit_from_10bit_422():
     assert np.array_equal(out.y, (y10[:16, :20] // 4).astype(np.uint8))
     expected_u = (u10[:16, :10].astype(np.float64) / 4).reshape(8, 2, 10).mean(axis=1)  # vertical pairs averaged
     assert np.abs(out.u.astype(float) - expected_u).max() <= 0.5
+
+
+def test_compressed_inputs_are_kept_and_reused(truth, tmp_path):
+    """``keep``: the encoded clip is written once (a real H.264 file, named by condition and
+    content) and decoded from there after, bit for bit, QP included; another condition or
+    other content gets its own file; a clean input writes nothing."""
+    keep = tmp_path / "encoded"
+    first = degrade_clip(truth, "crf28", keep=keep)
+    files = sorted(keep.glob("*.mkv"))
+    assert len(files) == 1 and files[0].name.startswith("crf28_")
+    with av.open(str(files[0])) as c:
+        assert c.streams.video[0].codec_context.name == "h264" and c.streams.video[0].frames in (0, len(truth))
+    stamp = files[0].stat().st_mtime_ns
+    again = degrade_clip(truth, "crf28", keep=keep)
+    assert files[0].stat().st_mtime_ns == stamp  # read, not rewritten
+    assert all(np.array_equal(a.y, b.y) and np.array_equal(a.v, b.v) and a.qp == b.qp for a, b in zip(first, again))
+    # the file is what is decoded: a different (valid) file under that name changes the input
+    other = degrade_clip(truth, "crf45", keep=keep)
+    assert len(list(keep.glob("*.mkv"))) == 2
+    coarse = next(f for f in keep.glob("crf45_*.mkv"))
+    files[0].write_bytes(coarse.read_bytes())
+    swapped = degrade_clip(truth, "crf28", keep=keep)
+    assert [p.qp for p in swapped] == [p.qp for p in other]
+    shifted = [replace(t, y=np.roll(t.y, 1, axis=1)) for t in truth]
+    degrade_clip(shifted, "crf45", keep=keep)
+    assert len(list(keep.glob("*.mkv"))) == 3
+    degrade_clip(truth, "clean", keep=keep)
+    assert len(list(keep.glob("*"))) == 3  # and no partial file is left
 
 
 def test_degrade_clip_conditions(truth):

@@ -153,7 +153,7 @@ def evaluate_faces(cfg: FaceEvalConfig, *, log=print) -> str:
         truth = ground_truth(clip, cfg.frames)
         boxes = face_boxes(truth)
         for condition in cfg.conditions:
-            low = degrade_clip(truth, condition)
+            low = degrade_clip(truth, condition, keep=cfg.data / "encoded")
             plain = run_network(VideoUpscaler(backend, window=backend.window, output_spec=truth[0].spec), low)
             engine = FaceEngine(FaceEngineConfig(), net=face_net)
             with_faces = run_network(VideoUpscaler(backend, window=backend.window, output_spec=truth[0].spec, faces=engine), low)

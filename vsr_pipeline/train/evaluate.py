@@ -13,6 +13,7 @@ Scores on luma, 4-pixel border cropped: Y-PSNR (mean over frames), SSIM, and tem
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, replace
@@ -48,6 +49,8 @@ class EvalConfig:
         frames: frames per clip.
         out: folder for ``eval.json``, ``eval.md`` and the PNG crops.
         conditions: ``clean``, ``crfN`` (x264 at CRF N, 0-51) and/or ``hevcN`` (x265 at CRF N).
+        keep: where the compressed inputs are kept (:func:`degrade_clip`); None: beside the
+            hold-out clips, in ``<data>/encoded``.
     """
 
     data: Path = Path("data/vsr")
@@ -56,6 +59,7 @@ class EvalConfig:
     frames: int = 24
     out: Path = Path("runs/eval")
     conditions: tuple[str, ...] = ("clean", "crf28")
+    keep: Path | None = None
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
@@ -132,10 +136,16 @@ def parse_condition(condition: str) -> tuple[str, int] | None:
     raise ValueError(f"unknown condition {condition!r}: use 'clean', 'crfN' (H.264) or 'hevcN' (HEVC) with N in 0..51")
 
 
-def degrade_clip(truth: list[Picture], condition: str) -> list[Picture]:
+def degrade_clip(truth: list[Picture], condition: str, *, keep: Path | None = None) -> list[Picture]:
     """The low-resolution input: x2 antialiased bicubic, then optionally H.264 or HEVC at a CRF.
 
     Compressed pictures carry the quantiser the decoder reported (``Picture.qp``; H.264 only).
+
+    Args:
+        keep: folder for the encoded clips, named by a hash of the condition and the
+            low-resolution planes: a clip encoded once is decoded from there ever after, so that
+            runs (and weights) are compared on the same bytes (PyAV's libx264 is not
+            bit-reproducible, see :func:`.degrade.encode_yuv420`). None: encode every time.
     """
     coding = parse_condition(condition)
     low = []
@@ -143,9 +153,37 @@ def degrade_clip(truth: list[Picture], condition: str) -> list[Picture]:
         planes = [quantise(degrade.downscale(planes_tensor(x), 2), p.spec)[0, 0].numpy() for x in (p.y, p.u, p.v)]
         low.append(replace(p, y=planes[0], u=planes[1], v=planes[2], qp=None))
     if coding is not None:
-        decoded = degrade.codec_round_trip(np.stack([p.y for p in low]), np.stack([p.u for p in low]), np.stack([p.v for p in low]), codec=coding[0], crf=coding[1])
+        y, u, v = (np.stack([getattr(p, c) for p in low]) for c in "yuv")
+        data = _kept_encoding(keep, condition, y, u, v) if keep is not None else None
+        if data is None:
+            data = degrade.encode_yuv420(y, u, v, codec=coding[0], crf=coding[1])
+            if keep is not None:
+                _keep_encoding(keep, condition, y, u, v, data)
+        decoded = degrade.decode_stream(data, frames=len(low))
         low = [replace(p, y=d.y, u=d.u, v=d.v, qp=d.qp) for p, d in zip(low, decoded)]
     return low
+
+
+def _encoding_path(keep: Path, condition: str, y: np.ndarray, u: np.ndarray, v: np.ndarray) -> Path:
+    digest = hashlib.sha256(f"{condition} {y.shape} {u.shape}".encode())
+    for plane in (y, u, v):
+        digest.update(np.ascontiguousarray(plane).tobytes())
+    return keep / f"{condition}_{digest.hexdigest()[:20]}.mkv"
+
+
+def _kept_encoding(keep: Path, condition: str, y, u, v) -> bytes | None:
+    path = _encoding_path(keep, condition, y, u, v)
+    return path.read_bytes() if path.is_file() else None
+
+
+def _keep_encoding(keep: Path, condition: str, y, u, v, data: bytes) -> None:
+    from .._files import partial_path
+
+    path = _encoding_path(keep, condition, y, u, v)
+    keep.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(path)
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def run_network(upscaler: VideoUpscaler, low: list[Picture]) -> list[Picture]:
@@ -215,7 +253,7 @@ def evaluate(cfg: EvalConfig, *, log=print) -> str:
     for clip in clips:
         truth = ground_truth(clip, cfg.frames)
         for condition in cfg.conditions:
-            low = degrade_clip(truth, condition)
+            low = degrade_clip(truth, condition, keep=cfg.keep or cfg.data / "encoded")
             backend, label = backend_for(low, condition)
             window = cfg.window or backend.window
             upscaler = VideoUpscaler(backend, window=window, output_spec=truth[0].spec)
