@@ -66,7 +66,7 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> N
     p.add_argument("--window", type=int, default=None, metavar="T", help="temporal window, odd (default: the model's, 3)")
     weights_help = (
         "video SR weights: 'default' (engines/vsrnet_x2.safetensors: clean, lossless and finely quantised input), "
-        "'compressed' (engines/vsrnet_x2_compressed.safetensors: lossy input such as broadcast and web video; "
+        "'compressed' (engines/vsrnet_x2_compressed_anim.safetensors: lossy input such as broadcast and web video; "
         "1.6x the MACs, half the speed on a CPU), 'heavy' (engines/vsrnet_x2_heavy.safetensors: the same network "
         "trained on compressed clips only, for coarse H.264 such as CCTV) or a .safetensors file"
     )

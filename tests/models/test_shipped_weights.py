@@ -27,7 +27,7 @@ needs_shipped = pytest.mark.skipif(bool(_MISSING), reason=f"shipped weights {_MI
 
 def test_weights_argument_names_and_paths(tmp_path):
     assert weights_argument("default") == default_weights_path()
-    assert weights_argument("compressed") == engines_dir() / "vsrnet_x2_compressed.safetensors"
+    assert weights_argument("compressed") == engines_dir() / "vsrnet_x2_compressed_anim.safetensors"
     assert weights_argument(str(tmp_path / "mine.safetensors")) == tmp_path / "mine.safetensors"
     assert weights_argument("compressed.safetensors") == Path("compressed.safetensors")  # a file, not the name
 

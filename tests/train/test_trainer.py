@@ -254,6 +254,13 @@ def test_compressed_recipe_grows_the_corr_model():
     assert heavy.init == cfg.output and heavy.init_changes == {} and heavy.lr < cfg.lr
     assert heavy.data == Path("data/vsr_comp") and heavy.extra_data == Path("data/vsr_mixed")
     assert heavy.output == Path("engines/vsrnet_x2_heavy.safetensors")
+    # the shipped 'compressed' weights now: these, fine-tuned with the game cut-scenes added
+    anim = TrainConfig.from_json(Path(train_pkg.__file__).parent / "configs" / "vsrnet_x2_compressed_anim.json")
+    assert anim.init == cfg.output and anim.init_changes == {} and anim.lr < cfg.lr
+    assert anim.data == Path("data/vsr_mixed") and anim.extra_data == Path("data/vsr_anim") and anim.extra_data_prob == 0.3
+    from vsr_pipeline.models.weights import SHIPPED_WEIGHTS
+
+    assert anim.output == Path("engines") / SHIPPED_WEIGHTS["compressed"]
 
 
 def test_training_device_is_checked():

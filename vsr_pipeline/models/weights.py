@@ -18,7 +18,7 @@ DEFAULT_WEIGHTS = "vsrnet_x2.safetensors"
 #: from QP ~20, HEVC, ...; 1.6x the compute) and ``heavy`` (coarsely quantised H.264, QP 30 and
 #: up: CCTV, low-bitrate streams; the same network as ``compressed``, trained on compressed clips
 #: only). Measured in benchmarks/RESULTS.md.
-SHIPPED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "compressed": "vsrnet_x2_compressed.safetensors", "heavy": "vsrnet_x2_heavy.safetensors"}
+SHIPPED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "compressed": "vsrnet_x2_compressed_anim.safetensors", "heavy": "vsrnet_x2_heavy.safetensors"}
 
 #: ``--weights auto``: pick one of :data:`SHIPPED_WEIGHTS` from how the source was coded (:func:`choose_weights`).
 AUTO = "auto"
