@@ -131,6 +131,10 @@ def test_compressed_inputs_are_kept_and_reused(truth, tmp_path):
     assert len(list(keep.glob("*.mkv"))) == 3
     degrade_clip(truth, "clean", keep=keep)
     assert len(list(keep.glob("*"))) == 3  # and no partial file is left
+    # a kept file that no longer decodes whole is encoded again, not an error
+    files[0].write_bytes(files[0].read_bytes()[:200])
+    rebuilt = degrade_clip(truth, "crf28", keep=keep)
+    assert len(rebuilt) == len(truth) and files[0].stat().st_size > 200
 
 
 def test_degrade_clip_conditions(truth):

@@ -154,12 +154,12 @@ def degrade_clip(truth: list[Picture], condition: str, *, keep: Path | None = No
         low.append(replace(p, y=planes[0], u=planes[1], v=planes[2], qp=None))
     if coding is not None:
         y, u, v = (np.stack([getattr(p, c) for p in low]) for c in "yuv")
-        data = _kept_encoding(keep, condition, y, u, v) if keep is not None else None
-        if data is None:
+        decoded = _decode_kept(keep, condition, y, u, v, len(low)) if keep is not None else None
+        if decoded is None:
             data = degrade.encode_yuv420(y, u, v, codec=coding[0], crf=coding[1])
             if keep is not None:
                 _keep_encoding(keep, condition, y, u, v, data)
-        decoded = degrade.decode_stream(data, frames=len(low))
+            decoded = degrade.decode_stream(data, frames=len(low))
         low = [replace(p, y=d.y, u=d.u, v=d.v, qp=d.qp) for p, d in zip(low, decoded)]
     return low
 
@@ -171,9 +171,18 @@ def _encoding_path(keep: Path, condition: str, y: np.ndarray, u: np.ndarray, v: 
     return keep / f"{condition}_{digest.hexdigest()[:20]}.mkv"
 
 
-def _kept_encoding(keep: Path, condition: str, y, u, v) -> bytes | None:
+def _decode_kept(keep: Path, condition: str, y, u, v, frames: int) -> list[Picture] | None:
+    """The kept encoding's pictures; None where there is none, or it no longer decodes whole
+    (it is then encoded again and replaced)."""
+    import av
+
     path = _encoding_path(keep, condition, y, u, v)
-    return path.read_bytes() if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return degrade.decode_stream(path.read_bytes(), frames=frames)
+    except (av.FFmpegError, RuntimeError, IndexError):
+        return None
 
 
 def _keep_encoding(keep: Path, condition: str, y, u, v, data: bytes) -> None:
