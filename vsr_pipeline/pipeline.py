@@ -330,12 +330,13 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
 
     config.check()
     metrics = metrics or PipelineMetrics()
-    source = open_source(config.input, quantisers=backend is None and config.weights == AUTO)
+    auto = backend is None and config.weights == AUTO
+    source = open_source(config.input, quantisers=auto)
     server = None
     sink = None
     try:
         info = source.info
-        pictures, head, rest = _peek(source, AUTO_PROBE_FRAMES)
+        pictures, head, rest = _peek(source, AUTO_PROBE_FRAMES if auto else 1)
         first = pictures[0]
         if backend is None:
             name, device, reason = resolve(config.backend, config.device)

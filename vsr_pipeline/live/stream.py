@@ -98,7 +98,9 @@ class StreamConfig:
     def check(self) -> tuple[Endpoint, Endpoint]:
         """Raise :class:`ConfigError` naming the first bad option; return the two endpoints."""
         source, target = parse_endpoint(self.input, output=False), parse_endpoint(self.output, output=True)
-        if self.weights == "auto":
+        from ..models.weights import AUTO
+
+        if self.weights == AUTO:
             raise ConfigError("--weights auto is for files: a live stream's network is built before its first frame; pass --weights default, compressed or heavy")
         if not source.live:
             raise ConfigError(f"{self.input}: not a live URL (udp://, rtp://, srt://, rist://, rtmp://, rtsp://, tcp://); use 'vsr upscale' for files")

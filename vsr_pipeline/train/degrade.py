@@ -72,8 +72,8 @@ def encode_yuv420(y: np.ndarray, u: np.ndarray, v: np.ndarray, *, codec: str = "
     (preset veryfast, 25 fps), as a Matroska file in memory.
 
     PyAV's bundled libx264 does not always give the same bytes for the same input (measured:
-    median QP 28.1-28.5 for one clip over runs, with one thread as with several; the system
-    FFmpeg's x264 did): keep the bytes where runs must be compared (``vsr eval`` does).
+    median QP 28.1-28.5 for one clip over runs, with one thread as with several; Debian's
+    ffmpeg 5.1 repeated its bytes): keep the bytes where runs must be compared (``vsr eval`` does).
     """
     import av
 
