@@ -182,3 +182,40 @@ def test_training_animation_is_other_files_of_the_holdout_game():
     assert len({p for s in TRAIN_ANIMATION for p in s.patterns}) == 12
     assert all(s.role == "train_animation" for s in TRAIN_ANIMATION)
     assert PrepareConfig().animation_clips_per_file == 0
+
+
+def test_cut_holdout_keeps_the_decoded_segment_bit_exactly(tmp_path):
+    """A hold-out segment (e.g. OpenCV's film clip without its black opening) is the source's
+    own decoded frames start..start+n-1, losslessly stored; a clip too short is a one-line error."""
+    import av
+
+    from conftest import ffmpeg, ffprobe_json
+    from vsr_pipeline.errors import VsrError
+    from vsr_pipeline.train.prepare import cut_holdout
+
+    src = tmp_path / "src.avi"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=10:d=1.2", "-c:v", "mpeg4", "-q:v", "8", str(src))
+    with av.open(str(src)) as container:
+        decoded = [f.to_ndarray(format="yuv420p") for f in container.decode(video=0)]
+    out = cut_holdout(src, tmp_path / "cut.mkv", 4, 5)
+    with av.open(str(out)) as container:
+        cut = [f.to_ndarray(format="yuv420p") for f in container.decode(video=0)]
+    assert len(cut) == 5
+    for got, want in zip(cut, decoded[4:9]):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(cut[0], decoded[3])  # really starts at frame 4: the picture moves
+    stream = ffprobe_json(out)["streams"][0]
+    assert (stream["codec_name"], stream["r_frame_rate"]) == ("ffv1", "10/1")
+    with pytest.raises(VsrError, match="needs 14 frames"):
+        cut_holdout(src, tmp_path / "short.mkv", 4, 10)
+
+
+def test_holdout_covers_the_kinds_the_targets_name():
+    """Sharp animation and film, surveillance-like scenes, faces and camera footage are all held out,
+    and no held-out file is a training file."""
+    from vsr_pipeline.train.sources import ALL_SOURCES
+
+    held = [s for s in ALL_SOURCES if s.role.startswith("holdout")]
+    assert {"animation", "film", "surveillance", "faces", "camera"} <= {s.kind for s in held}
+    trained = {(s.package, p) for s in ALL_SOURCES if not s.role.startswith("holdout") for p in s.patterns}
+    assert not trained & {(s.package, p) for s in held for p in s.patterns}

@@ -108,6 +108,28 @@ def test_train_loss_falls_checkpoint_resumes_and_weights_load(data_dir, tmp_path
     assert json.loads((run / "config.json").read_text())["steps"] == 200
 
 
+def test_mse_loss_option_trains_and_unknown_losses_are_refused(data_dir, tmp_path):
+    """``loss: "mse"`` (a last fine-tune on the error Y-PSNR measures) weighs one large error more
+    than many small ones of the same L1 total, where Charbonnier weighs them alike; a run with it
+    learns; an unknown name is one clear error."""
+    from vsr_pipeline.errors import ConfigError
+    from vsr_pipeline.train.trainer import charbonnier, mse
+
+    zero, one_big = torch.zeros(100), torch.zeros(100)
+    one_big[0] = 1.0
+    many_small = torch.full((100,), 0.01)
+    assert mse(one_big, zero) > 50 * mse(many_small, zero)
+    assert charbonnier(one_big, zero).item() == pytest.approx(charbonnier(many_small, zero).item(), rel=0.15)
+    with pytest.raises(ConfigError, match="training loss 'l3'"):
+        _config(data_dir, tmp_path / "bad", 10, loss="l3")
+    run = tmp_path / "mse"
+    last = train(_config(data_dir, run, 100, loss="mse"), log=lambda m: None)
+    losses = [r["loss"] for r in _log_rows(run) if "loss" in r]
+    assert len(losses) == 2 and losses[1] < 0.97 * losses[0], losses
+    assert last["val_gain_db"] > 0.2, last
+    assert json.loads((run / "config.json").read_text())["loss"] == "mse"
+
+
 def test_training_is_reproducible(data_dir, tmp_path):
     a = train(_config(data_dir, tmp_path / "a", 12), log=lambda m: None)
     b = train(_config(data_dir, tmp_path / "b", 12), log=lambda m: None)

@@ -5,7 +5,8 @@ Training clips are synthesised from still photographs by moving a virtual camera
 in half of the clips; the HR clip is stored as 8-bit BT.709 limited-range 4:2:0 planes produced by
 the product's own colour code, and its LR counterpart is made by :mod:`.degrade` (blur, x2
 antialiased bicubic, noise, optionally a real H.264/HEVC round trip). Hold-out clips are real
-footage (camera and animation) copied as they are: evaluation decodes them itself.
+footage (camera, animation, surveillance, film) copied as they are, or, where a source names a
+start frame, a segment cut out and stored losslessly: evaluation decodes them itself.
 
 Output folder::
 
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 
 from .._files import file_sha256
 from ..colour import ColourSpec, quantise, rgb_to_planes
+from ..errors import VsrError
 from . import degrade
 from .sources import ALL_SOURCES, source_root, package_version, resolve
 
@@ -259,6 +261,44 @@ def render_holdout(photo_path: Path, out: Path, cfg: PrepareConfig, rng: np.rand
     return out
 
 
+def cut_holdout(video: Path, out: Path, start: int, frames: int) -> Path:
+    """Store frames ``start`` to ``start + frames - 1`` of a real clip losslessly (FFV1, 8-bit 4:2:0).
+
+    The decoded pictures are kept as they are (same size, planes and colour tags; only a
+    non-4:2:0 source is converted), so the segment is the ground truth the file itself holds.
+
+    Raises:
+        VsrError: the clip has fewer than ``start + frames`` frames.
+    """
+    from fractions import Fraction
+
+    import av
+
+    written = 0
+    with av.open(str(video)) as source, av.open(str(out), "w", format="matroska") as container:
+        src = source.streams.video[0]
+        rate = Fraction(src.average_rate or 25)
+        stream = container.add_stream("ffv1", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = src.width, src.height, "yuv420p"
+        ctx, src_ctx = stream.codec_context, src.codec_context
+        ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = src_ctx.color_primaries, src_ctx.color_trc, src_ctx.colorspace, src_ctx.color_range
+        for index, frame in enumerate(source.decode(src)):
+            if index < start:
+                continue
+            picture = frame.reformat(format="yuv420p") if frame.format.name != "yuv420p" else frame
+            picture.pts, picture.time_base = written, 1 / rate
+            for packet in stream.encode(picture):
+                container.mux(packet)
+            written += 1
+            if written == frames:
+                break
+        for packet in stream.encode(None):
+            container.mux(packet)
+    if written < frames:
+        raise VsrError(f"{video.name}: needs {start + frames} frames for its hold-out segment, has {start + written}")
+    return out
+
+
 def _synthesise(photos: list[Path], clips_per_photo: int, cfg: PrepareConfig, rng: np.random.Generator, progress) -> dict[str, np.ndarray]:
     arrays: dict[str, list[np.ndarray]] = {}
     for path in photos:
@@ -299,6 +339,7 @@ def prepare(out: Path, cache: Path, cfg: PrepareConfig = PrepareConfig(), *, sho
                     "licence": source.licence,
                     "registry": source.registry,
                     **({"focus": list(source.focus)} if source.focus else {}),
+                    **({"start": source.start} if source.start is not None else {}),
                     "sha256": file_sha256(path),
                 }
             )
@@ -318,8 +359,13 @@ def prepare(out: Path, cache: Path, cfg: PrepareConfig = PrepareConfig(), *, sho
     np.savez(tmp / "val.npz", **val)
     for path in files["holdout"]:
         entry = entries[path]
-        name = f"{entry['package']}__{path.name}"
-        shutil.copyfile(path, tmp / "holdout" / name)
+        if "start" in entry:
+            name = f"{entry['package']}__{path.stem}.mkv"
+            cut_holdout(path, tmp / "holdout" / name, entry["start"], cfg.holdout_frames)
+            entry["cut"] = f"frames {entry['start']} to {entry['start'] + cfg.holdout_frames - 1}, FFV1"
+        else:
+            name = f"{entry['package']}__{path.name}"
+            shutil.copyfile(path, tmp / "holdout" / name)
         entry["copied_as"] = f"holdout/{name}"
     for path in files["holdout_render"]:
         entry = entries[path]

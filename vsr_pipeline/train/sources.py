@@ -33,6 +33,8 @@ class Source:
         version: exact version (PyPI sources are pinned so the files never change).
         focus: for ``holdout_render``, the point of interest ``(x, y)`` as fractions of the
             picture's width and height (e.g. the face); None for anywhere.
+        start: for ``holdout``, None to copy the file whole, or the first frame of a segment
+            that is cut out and stored losslessly (FFV1), e.g. to skip a black opening.
 
     Roles: ``train`` (photographs for synthetic clips), ``train_video`` (real footage cut into
     training clips), ``train_animation`` (the same for animation, only when asked for),
@@ -49,6 +51,7 @@ class Source:
     registry: str = "debian"
     version: str | None = None
     focus: tuple[float, float] | None = None
+    start: int | None = None
 
 
 _PLASMA = "usr/share/wallpapers/{}/contents/images/*"
@@ -113,6 +116,11 @@ HOLDOUT_VIDEO = (
         "animation",
         "GPL-3.0-or-later",
     ),
+    # OpenCV's sample clips: a fixed CCTV camera over a car park (PETS-style pedestrians, 10 fps,
+    # MS-MPEG4) and a scene of an animated feature film with faces (MPEG-4 Part 2, opening black
+    # frames skipped). Evaluation only; the package's copyright file names no licence for them.
+    Source("opencv-doc", ("usr/share/doc/opencv-doc/examples/data/vtest.avi",), "holdout", "surveillance", "OpenCV sample data (no licence stated; evaluation only)", start=0),
+    Source("opencv-doc", ("usr/share/doc/opencv-doc/examples/data/Megamind.avi",), "holdout", "film", "OpenCV sample data (no licence stated; evaluation only)", start=30),
 )
 
 #: Real camera footage cut into training clips (other clips of the same package are held out).

@@ -60,6 +60,9 @@ class TrainConfig:
             to ``lr``.
         extra_data: a second folder written by ``vsr data prepare`` (e.g. compressed clips),
             drawn for a batch with probability ``extra_data_prob``.
+        loss: ``"charbonnier"`` (a smooth L1, robust while the network learns) or ``"mse"`` (the
+            squared error Y-PSNR measures, for a last fine-tune), on the output planes, luma x2
+            (:func:`loss_fn`).
         model: network hyper-parameters.
     """
 
@@ -82,7 +85,14 @@ class TrainConfig:
     flow_lr_scale: float = 1.0
     extra_data: Path | None = None
     extra_data_prob: float = 0.0
+    loss: str = "charbonnier"
     model: VSRNetConfig = field(default_factory=VSRNetConfig)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"training loss {self.loss!r}: use one of {', '.join(LOSSES)}")
 
     @staticmethod
     def from_json(path: Path) -> "TrainConfig":
@@ -119,14 +129,28 @@ def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-3) -> torch.Te
     return torch.sqrt((a - b) ** 2 + eps * eps).mean()
 
 
-def loss_fn(pred_rgb: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Charbonnier loss in the output's own planes (code values / 255), luma weighted x2.
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a - b) ** 2).mean()
+
+
+#: ``TrainConfig.loss`` names -> per-plane distance of two ``(N, H, W)`` planes in [0, 1].
+LOSSES = {"charbonnier": charbonnier, "mse": mse}
+
+
+def loss_fn(pred_rgb: torch.Tensor, batch: Batch, loss: str = "charbonnier") -> torch.Tensor:
+    """Loss in the output's own planes (code values / 255), luma weighted x2.
 
     The prediction goes through :func:`rgb_to_planes`, the code the encoder path uses.
+
+    Args:
+        pred_rgb: ``(N, 3, 2H, 2W)`` float RGB, code values.
+        batch: its HR planes ``hr_y (N, 2H, 2W)``, ``hr_u``, ``hr_v (N, H, W)``.
+        loss: a name of :data:`LOSSES`.
     """
+    distance = LOSSES[loss]
     y, u, v = rgb_to_planes(pred_rgb, CLIP_SPEC)
     scale = 1 / 255.0
-    return 2 * charbonnier(y * scale, batch.hr_y * scale) + charbonnier(u * scale, batch.hr_u * scale) + charbonnier(v * scale, batch.hr_v * scale)
+    return 2 * distance(y * scale, batch.hr_y * scale) + distance(u * scale, batch.hr_u * scale) + distance(v * scale, batch.hr_v * scale)
 
 
 def flow_loss(frames: torch.Tensor, flow_q: torch.Tensor, smooth_weight: float = 0.05) -> torch.Tensor:
@@ -285,9 +309,9 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
             group["lr"] = _lr_at(step, cfg) * group.get("lr_scale", 1.0)
         if cfg.flow_loss_weight > 0 and window > 1:
             pred, flow_q = net(batch.lr_rgb, return_flow=True)
-            loss = loss_fn(pred, batch) + cfg.flow_loss_weight * flow_loss(batch.lr_rgb, flow_q)
+            loss = loss_fn(pred, batch, cfg.loss) + cfg.flow_loss_weight * flow_loss(batch.lr_rgb, flow_q)
         else:
-            loss = loss_fn(net(batch.lr_rgb), batch)
+            loss = loss_fn(net(batch.lr_rgb), batch, cfg.loss)
         if cfg.synthetic_flow_weight > 0:
             loss = loss + cfg.synthetic_flow_weight * synthetic_flow_loss(net, batch.lr_rgb[:, 0], gen)
         opt.zero_grad(set_to_none=True)
