@@ -219,3 +219,47 @@ def test_holdout_covers_the_kinds_the_targets_name():
     assert {"animation", "film", "surveillance", "faces", "camera"} <= {s.kind for s in held}
     trained = {(s.package, p) for s in ALL_SOURCES if not s.role.startswith("holdout") for p in s.patterns}
     assert not trained & {(s.package, p) for s in held for p in s.patterns}
+
+
+@pytest.mark.parametrize("start", [2, 40])
+def test_prepare_end_to_end_on_a_package_cache(tmp_path, monkeypatch, start):
+    """``prepare`` on a small unpacked package: training and validation clips, a hold-out
+    segment cut from a real MPEG-4 clip, every file in the manifest. A segment the clip cannot
+    give (start 40 of 12 frames) is a one-line error and leaves no output, not even the partial
+    folder."""
+    import json
+
+    from conftest import ffmpeg
+
+    from vsr_pipeline.errors import VsrError
+    from vsr_pipeline.train import prepare as prep
+    from vsr_pipeline.train.evaluate import ground_truth
+    from vsr_pipeline.train.sources import Source
+
+    root = tmp_path / "cache" / "fakepkg"
+    (root / "pics").mkdir(parents=True)
+    (root / ".complete").write_text("fakepkg_1.0-1_all.deb")
+    write_photo(root / "pics" / "train.png", seed=1)
+    write_photo(root / "pics" / "val.png", seed=2)
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=10:d=1.2", "-c:v", "mpeg4", "-q:v", "6", str(root / "pics" / "cctv.avi"))
+    sources = (
+        Source("fakepkg", ("pics/train.png",), "train", "photograph", "test"),
+        Source("fakepkg", ("pics/val.png",), "validation", "photograph", "test"),
+        Source("fakepkg", ("pics/cctv.avi",), "holdout", "surveillance", "test", start=start),
+    )
+    monkeypatch.setattr(prep, "ALL_SOURCES", sources)
+    out = tmp_path / "data"
+    cfg = PrepareConfig(clips_per_photo=2, val_clips_per_photo=1, hr_size=64, holdout_frames=6, seed=3)
+    if start + cfg.holdout_frames > 12:
+        with pytest.raises(VsrError, match="needs 46 frames"):
+            prep.prepare(out, tmp_path / "cache", cfg, show_progress=False)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+        return
+    manifest = prep.prepare(out, tmp_path / "cache", cfg, show_progress=False)
+    assert manifest["counts"] == {"train_clips": 2, "val_clips": 1, "holdout_videos": 1}
+    (held,) = [e for e in manifest["files"] if e["role"] == "holdout"]
+    assert held["start"] == 2 and held["cut"] == "frames 2 to 7, FFV1" and held["copied_as"] == "holdout/fakepkg__cctv.mkv"
+    assert json.loads((out / "manifest.json").read_text())["files"] == manifest["files"]
+    segment = ground_truth(out / held["copied_as"], 100)
+    assert len(segment) == 6 and (segment[0].width, segment[0].height) == (96, 64)
+    assert not (tmp_path / "data.partial").exists()

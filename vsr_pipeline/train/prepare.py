@@ -346,35 +346,39 @@ def prepare(out: Path, cache: Path, cfg: PrepareConfig = PrepareConfig(), *, sho
             entries[path] = manifest["files"][-1]
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "holdout").mkdir(parents=True)
-    real = [(path, cfg.video_clips_per_file) for path in files["train_video"]] + [(path, cfg.animation_clips_per_file) for path in files["train_animation"]]
-    total = len(files["train"]) * cfg.clips_per_photo + sum(n for _, n in real) + len(files["validation"]) * cfg.val_clips_per_photo
-    with tqdm(total=total, desc="synthesising clips", unit="clip", disable=not show_progress) as bar:
-        train = _synthesise(files["train"], cfg.clips_per_photo, cfg, rng, bar.update)
-        for path, count in real:
-            for key, values in _video_clips(path, count, cfg, rng, bar.update).items():
-                train[key] = np.concatenate([train[key], np.stack(values)]) if key in train else np.stack(values)
-        val = _synthesise(files["validation"], cfg.val_clips_per_photo, cfg, rng, bar.update)
-    np.savez(tmp / "train.npz", **train)
-    np.savez(tmp / "val.npz", **val)
-    for path in files["holdout"]:
-        entry = entries[path]
-        if "start" in entry:
+    try:
+        (tmp / "holdout").mkdir(parents=True)
+        real = [(path, cfg.video_clips_per_file) for path in files["train_video"]] + [(path, cfg.animation_clips_per_file) for path in files["train_animation"]]
+        total = len(files["train"]) * cfg.clips_per_photo + sum(n for _, n in real) + len(files["validation"]) * cfg.val_clips_per_photo
+        with tqdm(total=total, desc="synthesising clips", unit="clip", disable=not show_progress) as bar:
+            train = _synthesise(files["train"], cfg.clips_per_photo, cfg, rng, bar.update)
+            for path, count in real:
+                for key, values in _video_clips(path, count, cfg, rng, bar.update).items():
+                    train[key] = np.concatenate([train[key], np.stack(values)]) if key in train else np.stack(values)
+            val = _synthesise(files["validation"], cfg.val_clips_per_photo, cfg, rng, bar.update)
+        np.savez(tmp / "train.npz", **train)
+        np.savez(tmp / "val.npz", **val)
+        for path in files["holdout"]:
+            entry = entries[path]
+            if "start" in entry:
+                name = f"{entry['package']}__{path.stem}.mkv"
+                cut_holdout(path, tmp / "holdout" / name, entry["start"], cfg.holdout_frames)
+                entry["cut"] = f"frames {entry['start']} to {entry['start'] + cfg.holdout_frames - 1}, FFV1"
+            else:
+                name = f"{entry['package']}__{path.name}"
+                shutil.copyfile(path, tmp / "holdout" / name)
+            entry["copied_as"] = f"holdout/{name}"
+        for path in files["holdout_render"]:
+            entry = entries[path]
             name = f"{entry['package']}__{path.stem}.mkv"
-            cut_holdout(path, tmp / "holdout" / name, entry["start"], cfg.holdout_frames)
-            entry["cut"] = f"frames {entry['start']} to {entry['start'] + cfg.holdout_frames - 1}, FFV1"
-        else:
-            name = f"{entry['package']}__{path.name}"
-            shutil.copyfile(path, tmp / "holdout" / name)
-        entry["copied_as"] = f"holdout/{name}"
-    for path in files["holdout_render"]:
-        entry = entries[path]
-        name = f"{entry['package']}__{path.stem}.mkv"
-        render_holdout(path, tmp / "holdout" / name, cfg, rng, focus=entry.get("focus"))
-        entry["copied_as"] = f"holdout/{name}"
-        entry["rendered"] = f"{cfg.holdout_frames} frames {cfg.holdout_size}x{cfg.holdout_size}, slow camera move, FFV1"
-    manifest["counts"] = {"train_clips": int(train["hr_y"].shape[0]), "val_clips": int(val["hr_y"].shape[0]), "holdout_videos": len(files["holdout"]) + len(files["holdout_render"])}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            render_holdout(path, tmp / "holdout" / name, cfg, rng, focus=entry.get("focus"))
+            entry["copied_as"] = f"holdout/{name}"
+            entry["rendered"] = f"{cfg.holdout_frames} frames {cfg.holdout_size}x{cfg.holdout_size}, slow camera move, FFV1"
+        manifest["counts"] = {"train_clips": int(train["hr_y"].shape[0]), "val_clips": int(val["hr_y"].shape[0]), "holdout_videos": len(files["holdout"]) + len(files["holdout_render"])}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    except BaseException:  # nothing half-written is left: the partial folder goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
