@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--window", type=int, default=None)
     ap.add_argument("--weights", type=weights_argument, default=None, help="'default', 'compressed' or a .safetensors file")
+    ap.add_argument("--mirror", choices=("on", "off"), default="off", help="mirror ensemble (2x the MACs)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,7 +54,7 @@ def main() -> None:
         subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc2=s={args.width}x{args.height}:r=25",
                         "-frames:v", str(args.frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], check=True)
         name, device, _ = resolve(args.backend, "auto")
-        backend = create_backend(name, device, weights=args.weights)
+        backend = create_backend(name, device, weights=args.weights, mirror=args.mirror == "on")
         window = args.window or backend.window
         source = open_source(str(clip))
         pictures = [p for p in source if isinstance(p, Picture)]
@@ -72,7 +73,7 @@ def main() -> None:
         summary = run_upscale(UpscaleConfig(input=str(clip), output=str(Path(tmp) / "out.mp4"), backend=name, device=device, window=window, weights=args.weights, encoder=EncoderSettings()), log=lambda s: None, progress=False, backend=backend)
         pipe_fps = summary.fps
     print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads; python {platform.python_version()}; torch {torch.__version__}")
-    print(f"input {args.width}x{args.height}, {args.frames} frames, backend {name}/{device}, window {window}, weights {args.weights or 'default'}")
+    print(f"input {args.width}x{args.height}, {args.frames} frames, backend {name}/{device}, window {window}, weights {args.weights or 'default'}, mirror {args.mirror}")
     print(f"| model alone (upscale stage, in memory) | {model_fps:.2f} fps |")
     print(f"| whole pipeline (decode+upscale+encode, file to file) | {pipe_fps:.2f} fps |")
     print(f"| pipeline / model | {pipe_fps / model_fps:.2%} |")

@@ -1,8 +1,9 @@
-"""Experiment: does a flip self-ensemble buy quality? (Measured: little; not adopted.)
+"""Experiment: what does a self-ensemble buy over the single network, clip by clip?
 
-The ensemble runs the network on each window and on its mirror image (horizontal flip) and
-averages the two outputs: twice the MACs, still within the 1.5 TMAC budget for the compressed
-weights. It wraps any backend, so it runs through the product's upscale stage::
+The mirror (flip) ensemble runs the network on each window and on its mirror image and averages
+the two outputs: twice the MACs, within the 1.5 TMAC budget for the compressed weights. It is the
+product's ``--mirror`` (:class:`vsr_pipeline.engines.mirror.MirrorEnsemble`, on by default for
+lossy input since 2026-11-22); ``--partner`` averages two networks instead::
 
     python benchmarks/flip_ensemble.py --data data/vsr_mixed --weights compressed --frames 12 --conditions crf28 clean
 
@@ -20,29 +21,11 @@ import torch
 
 from vsr_pipeline.classical import upscale_picture
 from vsr_pipeline.engines.base import Backend
+from vsr_pipeline.engines.mirror import MirrorEnsemble
 from vsr_pipeline.engines.torch_backend import TorchBackend
 from vsr_pipeline.models.weights import weights_argument
 from vsr_pipeline.train.evaluate import degrade_clip, ground_truth, run_network, score
 from vsr_pipeline.upscaler import VideoUpscaler
-
-
-class FlipEnsemble(Backend):
-    """``inner`` on each window and on its horizontal mirror, outputs averaged (2x the work).
-
-    Features of both versions travel stacked on the batch axis: ``encode`` turns ``(N, 3, H, W)``
-    into features of batch ``2N`` (the mirrored frames second), ``reconstruct`` splits them.
-    """
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner, self.name, self.device, self.config = inner, inner.name, inner.device, inner.config
-
-    def encode(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.inner.encode(torch.cat([rgb, rgb.flip(-1)]))
-
-    def reconstruct(self, rgb_centre, feat_centre, flow_feat_centre, feats, flow_feats) -> torch.Tensor:
-        n = rgb_centre.shape[0]
-        out = self.inner.reconstruct(torch.cat([rgb_centre, rgb_centre.flip(-1)]), feat_centre, flow_feat_centre, feats, flow_feats)
-        return 0.5 * (out[:n] + out[n:].flip(-1))
 
 
 class PairEnsemble(Backend):
@@ -76,7 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     single = TorchBackend(args.weights)
-    both = FlipEnsemble(single) if args.partner is None else PairEnsemble(single, TorchBackend(args.partner))
+    both = MirrorEnsemble(single) if args.partner is None else PairEnsemble(single, TorchBackend(args.partner))
     kind = "flip ensemble" if args.partner is None else "pair ensemble"
     gains: dict[str, list[tuple[float, float]]] = {c: [] for c in args.conditions}
     for clip in sorted((args.data / "holdout").glob("*")):

@@ -323,8 +323,10 @@ def test_compressed_weights_by_name(clip_with_audio, tmp_path):
     assert r.returncode == 0, r.stderr
     _assert_info(r.stdout, weights_argument("compressed"))
     assert "'reconstruct_blocks': 8" in r.stdout
-    budget = float(next(line for line in r.stdout.splitlines() if "1080p -> 2160p" in line).split(": ")[1].split()[0])
-    assert budget <= 1.5
+    line = next(line for line in r.stdout.splitlines() if "1080p -> 2160p" in line)
+    budget = float(line.split(": ")[1].split()[0])
+    mirrored = float(line.split("; ")[1].split()[0])
+    assert mirrored == pytest.approx(2 * budget, abs=0.002) and mirrored <= 1.5  # --mirror on stays within the budget
     out = tmp_path / "up.mp4"
     r = vsr("upscale", clip_with_audio, out, "--weights", "compressed", cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -337,7 +339,8 @@ def test_compressed_weights_by_name(clip_with_audio, tmp_path):
 @pytest.mark.skipif(not all(weights_argument(n).is_file() for n in ("default", "compressed", "heavy")), reason="shipped weights are missing")
 def test_weights_auto_follows_the_source_quantiser(tmp_path):
     """The default ``--weights auto`` picks default, compressed or heavy weights by the H.264
-    input's median QP, says so, and computes exactly what naming those weights computes; without a
+    input's median QP, says so, and computes exactly what naming those weights computes (with
+    ``--mirror auto`` on for the two lossy bands, as naming ``--mirror on`` does); without a
     quantiser the codec decides (lossy: compressed); live streams and ``info`` refuse ``auto``."""
     from vsr_pipeline.models.weights import AUTO_HEAVY_QP, AUTO_MIN_QP
 
@@ -352,11 +355,20 @@ def test_weights_auto_follows_the_source_quantiser(tmp_path):
         assert line.startswith(f"weights: {expected} (auto: H.264 median QP "), line
         measured = float(line.split("QP ")[1].split()[0])
         assert bands[expected][0] <= measured < bands[expected][1]
-        r = vsr("upscale", src, named, "--codec", "ffv1", "--threads", "1", "--weights", expected, cwd=tmp_path, timeout=300)
+        mirror = "off" if expected == "default" else "on"  # --mirror auto: on for lossy input
+        assert f"mirror ensemble: {mirror} (auto: H.264 median QP " in r.stderr, r.stderr
+        r = vsr("upscale", src, named, "--codec", "ffv1", "--threads", "1", "--weights", expected, "--mirror", mirror, cwd=tmp_path, timeout=300)
         assert r.returncode == 0, r.stderr
+        assert "mirror ensemble:" not in r.stderr and "weights:" not in r.stderr  # nothing left to pick
         with av.open(str(auto)) as a, av.open(str(named)) as b:
             planes = [(x.to_ndarray(), y.to_ndarray()) for x, y in zip(a.decode(video=0), b.decode(video=0))]
         assert len(planes) == 10 and all(np.array_equal(x, y) for x, y in planes)
+        if mirror == "on":  # and the ensemble really changes the picture
+            single = tmp_path / f"single{qp}.mkv"
+            r = vsr("upscale", src, single, "--codec", "ffv1", "--threads", "1", "--mirror", "off", cwd=tmp_path, timeout=300)
+            assert r.returncode == 0, r.stderr
+            with av.open(str(auto)) as a, av.open(str(single)) as b:
+                assert any(not np.array_equal(x.to_ndarray(), y.to_ndarray()) for x, y in zip(a.decode(video=0), b.decode(video=0)))
     # no quantiser reported: HEVC is lossy (compressed), FFV1 is lossless (default)
     for codec, expected in (("libx265", "weights: compressed (auto: hevc is a lossy codec"), ("ffv1", "weights: default (auto: ffv1 input is not lossy-coded)")):
         src = tmp_path / f"{codec}.mkv"

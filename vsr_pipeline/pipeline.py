@@ -25,7 +25,6 @@ from .io.frames import Picture
 from .io.sink import EncoderSettings, Sink, check_encoder, open_sink, output_spec
 from .io.source import Passthrough, Source, open_source
 from .metrics import MetricsServer, PipelineMetrics
-from .models.vsrnet import VSRNetConfig
 from .scenecut import SceneCutDetector
 from .upscaler import VideoUpscaler
 
@@ -44,6 +43,8 @@ class UpscaleConfig:
         window: temporal window (odd); None for the model's default.
         weights: safetensors weights; None for the shipped default; ``"auto"`` for the shipped
             weights picked from the source's H.264 quantisers (:func:`resolve_weights`).
+        mirror: mirror ensemble (the network also on the mirrored window, outputs averaged; 2x
+            the MACs): ``off``, ``on``, or ``auto`` (on for lossy-coded input, :func:`resolve_mirror`).
         queue_size: bound of each inter-stage queue, in frames.
         threads: inference threads (0: the backend's default).
         scene_cuts: detect scene cuts so that windows never mix shots.
@@ -64,6 +65,7 @@ class UpscaleConfig:
     device: str = "auto"
     window: int | None = None
     weights: Path | str | None = None
+    mirror: str = "off"
     queue_size: int = 8
     threads: int = 0
     scene_cuts: bool = True
@@ -88,6 +90,8 @@ class UpscaleConfig:
             raise ConfigError(f"--metrics-port {self.metrics_port}: not a TCP port")
         if self.faces not in ("on", "off", "auto"):
             raise ConfigError(f"--faces {self.faces}: use on, off or auto")
+        if self.mirror not in ("on", "off", "auto"):
+            raise ConfigError(f"--mirror {self.mirror}: use on, off or auto")
         if self.face_every < 1:
             raise ConfigError(f"--face-every {self.face_every}: must be >= 1")
         check_encoder(self.encoder.codec)
@@ -306,6 +310,18 @@ def resolve_weights(weights: Path | str | None, pictures: list[Picture], codec: 
     return weights_argument(name)
 
 
+def resolve_mirror(mirror: str, pictures: list[Picture], codec: str, log: Callable[[str], None]) -> bool:
+    """Whether to run the mirror ensemble: ``mirror`` itself, or for ``auto`` whether the source
+    is lossy-coded, judged from its codec and first ``pictures``' quantisers (logged with the reason)."""
+    from .models.weights import AUTO, choose_mirror
+
+    if mirror != AUTO:
+        return mirror == "on"
+    on, reason = choose_mirror([p.qp for p in pictures], codec)
+    log(f"mirror ensemble: {'on' if on else 'off'} (auto: {reason})")
+    return on
+
+
 class _Rest:
     """Presents an already started iterator as the source for the decode stage."""
 
@@ -330,7 +346,7 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
 
     config.check()
     metrics = metrics or PipelineMetrics()
-    auto = backend is None and config.weights == AUTO
+    auto = backend is None and AUTO in (config.weights, config.mirror)
     source = open_source(config.input, quantisers=auto)
     server = None
     sink = None
@@ -342,11 +358,12 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
             name, device, reason = resolve(config.backend, config.device)
             log(f"backend: {name} on {device} ({reason})")
             weights = resolve_weights(config.weights, pictures, info.codec, log)
-            backend = create_backend(name, device, weights=weights, threads=config.threads)
+            mirror = resolve_mirror(config.mirror, pictures, info.codec, log)
+            backend = create_backend(name, device, weights=weights, threads=config.threads, mirror=mirror)
         window = config.window or backend.window
         metrics.backend_info.labels(backend.name, backend.device).set(1)
         metrics.input_frames.set(info.frames)
-        metrics.macs.set(_macs_per_frame(backend.config, info.height, info.width, window))
+        metrics.macs.set(_macs_per_frame(backend, info.height, info.width, window))
         if config.metrics_port is not None:
             server = MetricsServer(metrics.registry, port=config.metrics_port, host=config.metrics_host)
             log(f"metrics: http://{server.host}:{server.port}/metrics")
@@ -388,12 +405,13 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
             backend.close()
 
 
-def _macs_per_frame(model: VSRNetConfig, height: int, width: int, window: int) -> float:
-    """MACs per frame of the backend's network (counted on a fresh net of the same shape)."""
+def _macs_per_frame(backend: Backend, height: int, width: int, window: int) -> float:
+    """MACs per frame of the backend's network (counted on a fresh net of the same shape), times
+    the network's runs per frame (2 under the mirror ensemble)."""
     from .models.macs import count_macs
     from .models.vsrnet import VSRNet
 
-    return count_macs(VSRNet(model), height, width, window)
+    return count_macs(VSRNet(backend.config), height, width, window) * backend.passes
 
 
 def _progress_bar(total: int, enabled: bool | None):

@@ -89,6 +89,22 @@ def test_heavy_weights_win_on_coarse_h264_and_compressed_on_finer(photo_clip):
     assert heavy.config == compressed.config  # the same network, other weights
 
 
+@needs_shipped
+def test_heavy_weights_are_a_soup_of_shipped_and_recorded_ingredients():
+    """``heavy`` is the average of three copies of the ``compressed`` network; its header names
+    them with their SHA-256, and the two that ship are the files in ``engines/``."""
+    import hashlib
+    import json
+
+    from vsr_pipeline.models.weights import read_metadata
+
+    record = json.loads(read_metadata(weights_argument("heavy"))["soup"])
+    assert [r["file"] for r in record] == ["vsrnet_x2_compressed_anim.safetensors", "vsrnet_x2_heavy.safetensors", "vsrnet_x2_heavy_anim.safetensors"]
+    assert sum(r["share"] for r in record) == pytest.approx(1.0, abs=1e-5)
+    for r in record[:2]:
+        assert hashlib.sha256((engines_dir() / r["file"]).read_bytes()).hexdigest() == r["sha256"]
+
+
 def test_choose_weights_rule():
     """``auto``: H.264's median QP over the first AUTO_PROBE_FRAMES frames: under AUTO_MIN_QP
     default, then compressed, from AUTO_HEAVY_QP heavy; without a quantiser, lossless/raw input

@@ -262,6 +262,13 @@ def test_evaluate_auto_picks_weights_per_condition(tmp_path):
     default_out = run_network(VideoUpscaler(TorchBackend(weights_argument("default")), window=3, output_spec=low[0].spec), low)
     truth = ground_truth(data / "holdout" / "pkg__av.mp4", 4)
     assert score(default_out, truth)["psnr"] != pytest.approx(rows[2]["network"]["psnr"], abs=1e-6)
+    # --mirror auto: the ensemble on the lossy conditions only, as 'vsr upscale' runs it
+    evaluate(EvalConfig(data=data, weights=AUTO, mirror=AUTO, frames=4, out=out, conditions=("clean", "crf10", "crf45", "hevc10")), log=lambda _: None)
+    mirrored = json.loads((out / "eval.json").read_text())["rows"]
+    assert [r["weights"] for r in mirrored] == ["default", "default", "heavy+mirror", "compressed+mirror"]
+    for single, both in zip(rows, mirrored):
+        same = single["network"]["psnr"] == pytest.approx(both["network"]["psnr"], abs=1e-9)
+        assert same == (not both["weights"].endswith("+mirror")), (single, both)
 
 
 def test_evaluate_without_holdout_clips_is_an_error(tmp_path):

@@ -25,11 +25,13 @@ class Backend(ABC):
         name: backend name (``torch``, ``onnxruntime``, ``tensorrt``).
         device: ``cpu`` or ``cuda``.
         config: the network's hyper-parameters (from the weights file).
+        passes: how many times the network runs per output frame (2 under the mirror ensemble).
     """
 
     name: str
     device: str
     config: VSRNetConfig
+    passes: int = 1
 
     @property
     def window(self) -> int:

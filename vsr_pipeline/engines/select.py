@@ -48,8 +48,18 @@ def resolve(backend: str, device: str) -> tuple[str, str, str]:
     return "torch", device, "no GPU and no onnxruntime"
 
 
-def create_backend(backend: str, device: str, *, weights: Path | None = None, threads: int = 0) -> Backend:
-    """Instantiate a concrete backend (``backend`` and ``device`` already resolved)."""
+def create_backend(backend: str, device: str, *, weights: Path | None = None, threads: int = 0, mirror: bool = False) -> Backend:
+    """Instantiate a concrete backend (``backend`` and ``device`` already resolved); with
+    ``mirror``, wrapped in the mirror ensemble (:class:`~.mirror.MirrorEnsemble`)."""
+    inner = _create(backend, device, weights=weights, threads=threads)
+    if not mirror:
+        return inner
+    from .mirror import MirrorEnsemble
+
+    return MirrorEnsemble(inner)
+
+
+def _create(backend: str, device: str, *, weights: Path | None, threads: int) -> Backend:
     if backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 

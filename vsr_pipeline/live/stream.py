@@ -70,6 +70,7 @@ class StreamConfig:
         duration: stop after this many seconds of output (None: run until SIGTERM/Ctrl-C).
         backend, device, window, weights, threads, scene_cuts, faces, face_weights,
             face_every: as for ``vsr upscale``.
+        mirror: run the mirror ensemble (2x the MACs; ``vsr upscale --mirror on``).
         metrics_port, metrics_host: Prometheus ``/metrics``, ``/healthz``, ``/readyz``.
     """
 
@@ -87,6 +88,7 @@ class StreamConfig:
     device: str = "auto"
     window: int | None = None
     weights: Path | str | None = None
+    mirror: bool = False
     threads: int = 0
     scene_cuts: bool = True
     metrics_port: int | None = None
@@ -616,7 +618,7 @@ def run_stream(config: StreamConfig, *, log: Callable[[str], None] = print, metr
         if backend is None:
             name, device, reason = resolve(config.backend, config.device)
             log(f"backend: {name} on {device} ({reason})")
-            backend = create_backend(name, device, weights=config.weights, threads=config.threads)
+            backend = create_backend(name, device, weights=config.weights, threads=config.threads, mirror=config.mirror)
         metrics.backend_info.labels(backend.name, backend.device).set(1)
         live_input = LiveInput(source, stall_timeout=config.stall_timeout, connect_timeout=config.connect_timeout, backoff_max=config.reconnect_max, on_bytes=metrics.input_packet, log=log)
         pipeline = LivePipeline(config, live_input, backend, metrics, log=log)

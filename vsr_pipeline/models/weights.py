@@ -16,9 +16,9 @@ DEFAULT_WEIGHTS = "vsrnet_x2.safetensors"
 #: Shipped video SR weights by the name ``--weights`` accepts, lightest compression first:
 #: ``default`` (clean, lossless and finely quantised input), ``compressed`` (lossy input: H.264
 #: from QP ~20, HEVC, ...; 1.6x the compute) and ``heavy`` (coarsely quantised H.264, QP 30 and
-#: up: CCTV, low-bitrate streams; the same network as ``compressed``, trained on compressed clips
-#: only). Measured in benchmarks/RESULTS.md.
-SHIPPED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "compressed": "vsrnet_x2_compressed_anim.safetensors", "heavy": "vsrnet_x2_heavy.safetensors"}
+#: up: CCTV, low-bitrate streams; the same network as ``compressed``: a soup (:mod:`.soup`) of it
+#: and two copies fine-tuned on compressed clips). Measured in benchmarks/RESULTS.md.
+SHIPPED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "compressed": "vsrnet_x2_compressed_anim.safetensors", "heavy": "vsrnet_x2_heavy_soup.safetensors"}
 
 #: ``--weights auto``: pick one of :data:`SHIPPED_WEIGHTS` from how the source was coded (:func:`choose_weights`).
 AUTO = "auto"
@@ -93,6 +93,18 @@ def choose_weights(qps: list[float | None], codec: str | None) -> tuple[str, str
     if codec is None or codec in UNCOMPRESSED_CODECS:
         return "default", f"{codec or 'raw'} input is not lossy-coded"
     return "compressed", f"{codec} is a lossy codec whose decoder reports no quantiser"
+
+
+def choose_mirror(qps: list[float | None], codec: str | None) -> tuple[bool, str]:
+    """Whether ``--mirror auto`` runs the mirror ensemble on a source: yes for lossy-coded input,
+    i.e. where ``auto`` would pick ``compressed`` or ``heavy`` (:func:`choose_weights`), whatever
+    weights actually run. Returns ``(on, reason)``."""
+    name, reason = choose_weights(qps, codec)
+    median = source_qp(qps)
+    if median is not None:  # the H.264 bands, read as lossy (compressed, heavy) or not
+        sign = ">=" if name != "default" else "<"
+        reason = f"H.264 median QP {median:.1f} {sign} {AUTO_MIN_QP:g}"
+    return name != "default", reason
 
 
 def save_weights(net: VSRNet, path: Path, *, extra: dict[str, str] | None = None) -> None:

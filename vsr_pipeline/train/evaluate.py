@@ -25,10 +25,11 @@ import torch.nn.functional as F
 
 from ..classical import picture_to_rgb8, upscale_picture
 from ..colour import quantise
-from ..engines.torch_backend import TorchBackend
+from ..engines.base import Backend
+from ..engines.select import create_backend
 from ..io.frames import Picture, planes_tensor, to_420_8bit
 from ..io.source import open_source
-from ..models.weights import AUTO, choose_weights, source_qp, weights_argument
+from ..models.weights import AUTO, choose_mirror, choose_weights, source_qp, weights_argument
 from ..scenecut import SceneCutDetector
 from ..upscaler import VideoUpscaler
 from . import degrade
@@ -46,6 +47,8 @@ class EvalConfig:
         weights: weights to evaluate (None: shipped default; :data:`~..models.weights.AUTO`: the
             shipped weights ``--weights auto`` picks for each clip from its H.264 quantisers).
         window: temporal window (None: the model's default).
+        mirror: mirror ensemble (:mod:`~..engines.mirror`): ``off``, ``on``, or ``auto``: on for
+            each clip and condition ``vsr upscale --mirror auto`` would run it on (lossy input).
         frames: frames per clip.
         out: folder for ``eval.json``, ``eval.md`` and the PNG crops.
         conditions: ``clean``, ``crfN`` (x264 at CRF N, 0-51) and/or ``hevcN`` (x265 at CRF N).
@@ -56,6 +59,7 @@ class EvalConfig:
     data: Path = Path("data/vsr")
     weights: Path | str | None = None
     window: int | None = None
+    mirror: str = "off"
     frames: int = 24
     out: Path = Path("runs/eval")
     conditions: tuple[str, ...] = ("clean", "crf28")
@@ -243,18 +247,21 @@ def evaluate(cfg: EvalConfig, *, log=print) -> str:
         raise VsrError(f"no hold-out clips in {cfg.data / 'holdout'}: run 'vsr data prepare' first")
     manifest = json.loads((cfg.data / "manifest.json").read_text())
     kinds = {Path(e.get("copied_as", "")).name: e["kind"] for e in manifest["files"] if e["role"].startswith("holdout")}
-    backends: dict[Path | None, TorchBackend] = {}
+    backends: dict[tuple[Path | str | None, bool], Backend] = {}
 
-    def backend_for(low: list[Picture], condition: str) -> tuple[TorchBackend, str]:
-        """The backend of the evaluated weights (for ``auto``, of the weights it picks for ``low``)."""
+    def backend_for(low: list[Picture], condition: str) -> tuple[Backend, str]:
+        """The backend of the evaluated weights (for ``auto``, of the weights it picks for ``low``),
+        in the mirror ensemble where ``cfg.mirror`` asks for it; and the row's weights label."""
         path, label = cfg.weights, Path(str(cfg.weights)).stem if cfg.weights else "default"
+        coding = parse_condition(condition)
+        qps, codec = [p.qp for p in low], _DECODER[coding[0]] if coding else None
         if cfg.weights == AUTO:
-            coding = parse_condition(condition)
-            label, _ = choose_weights([p.qp for p in low], _DECODER[coding[0]] if coding else None)
+            label, _ = choose_weights(qps, codec)
             path = weights_argument(label)
-        if path not in backends:
-            backends[path] = TorchBackend(path)
-        return backends[path], label
+        mirror = choose_mirror(qps, codec)[0] if cfg.mirror == AUTO else cfg.mirror == "on"
+        if (path, mirror) not in backends:
+            backends[(path, mirror)] = create_backend("torch", "cpu", weights=path, mirror=mirror)
+        return backends[(path, mirror)], label + ("+mirror" if mirror else "")
 
     window = cfg.window
     cfg.out.mkdir(parents=True, exist_ok=True)
