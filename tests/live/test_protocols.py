@@ -106,13 +106,14 @@ def test_udp_stream_is_upscaled_in_sync_and_in_time(tmp_path, tiny_weights):
 
 
 def test_rtp_in_and_out(tmp_path, tiny_weights):
-    """MPEG-TS over RTP both ways (FFmpeg's own RTP demuxer cannot read it; ours can)."""
+    """MPEG-TS over RTP both ways (FFmpeg's own RTP demuxer cannot read it; ours can), with the
+    mirror ensemble on (the network runs twice per frame, within the latency budget)."""
     port_in, port_out = free_port(), free_port()
     seconds = 4
     rx = Receiver(f"rtp://127.0.0.1:{port_out}")
     rx.start()
     proc = subprocess.Popen(
-        [*VSR, "stream", f"rtp://127.0.0.1:{port_in}", f"rtp://127.0.0.1:{port_out}", "--weights", str(tiny_weights), "--duration", str(seconds), "--latency", "1.0"],
+        [*VSR, "stream", f"rtp://127.0.0.1:{port_in}", f"rtp://127.0.0.1:{port_out}", "--weights", str(tiny_weights), "--duration", str(seconds), "--latency", "1.0", "--mirror", "on"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )
     lines: list[str] = []
@@ -132,6 +133,7 @@ def test_rtp_in_and_out(tmp_path, tiny_weights):
     repeated = int(re.search(r"(\d+) repeated", stdout).group(1))
     assert repeated <= seconds * RATE // 10, f"input frames were lost on the way in: {stdout}"  # a CPU stall on a busy machine may cost a few
     assert max(abs(o) for o in av_offsets(got)) <= 1 / RATE
+    assert "mirror ensemble: on" in "\n".join(lines)
 
 
 def test_rtmp_pull_in_and_publish_out(tmp_path, tiny_weights):

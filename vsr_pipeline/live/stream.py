@@ -619,6 +619,8 @@ def run_stream(config: StreamConfig, *, log: Callable[[str], None] = print, metr
             name, device, reason = resolve(config.backend, config.device)
             log(f"backend: {name} on {device} ({reason})")
             backend = create_backend(name, device, weights=config.weights, threads=config.threads, mirror=config.mirror)
+            if config.mirror:
+                log("mirror ensemble: on (the network runs twice per frame)")
         metrics.backend_info.labels(backend.name, backend.device).set(1)
         live_input = LiveInput(source, stall_timeout=config.stall_timeout, connect_timeout=config.connect_timeout, backoff_max=config.reconnect_max, on_bytes=metrics.input_packet, log=log)
         pipeline = LivePipeline(config, live_input, backend, metrics, log=log)
