@@ -61,6 +61,8 @@ def test_soup_refuses_what_cannot_be_averaged(tmp_path):
         make_soup([tmp_path / "a.safetensors", tmp_path / "a.safetensors"], tmp_path / "s.safetensors", shares=[1, 0])
     with pytest.raises(ConfigError, match="not found"):
         make_soup([tmp_path / "a.safetensors", tmp_path / "missing.safetensors"], tmp_path / "s.safetensors")
+    with pytest.raises(ConfigError, match="is a folder"):
+        make_soup([tmp_path / "a.safetensors", tmp_path / "a.safetensors"], tmp_path)
     assert not (tmp_path / "s.safetensors").exists()
 
 

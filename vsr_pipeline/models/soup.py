@@ -29,10 +29,13 @@ def make_soup(ingredients: list[Path], out: Path, *, shares: list[float] | None 
         The ``soup`` record written to the header: ``[{"file", "sha256", "share"}, ...]``.
 
     Raises:
-        ConfigError: fewer than two ingredients, unreadable files, different networks, bad shares.
+        ConfigError: fewer than two ingredients, unreadable files, different networks, bad shares,
+            ``out`` a folder.
     """
     import torch
 
+    if out.is_dir():
+        raise ConfigError(f"{out} is a folder: name the soup's .safetensors file")
     if len(ingredients) < 2:
         raise ConfigError(f"a soup needs two or more weights files, got {len(ingredients)}")
     shares = [1.0] * len(ingredients) if shares is None else list(shares)
