@@ -43,15 +43,16 @@ def make_soup(ingredients: list[Path], out: Path, *, shares: list[float] | None 
         raise ConfigError(f"--shares needs one positive number per weights file ({len(ingredients)}), got {shares}")
     total = sum(shares)
     shares = [s / total for s in shares]
-    config = load_config(ingredients[0])
+    first = load_config(ingredients[0])
     for path in ingredients[1:]:
-        if load_config(path) != config:
+        if load_config(path) != first:
             raise ConfigError(f"{path} is a different network from {ingredients[0]} (config differs); only copies of one network can be averaged")
-    soup = load_network(ingredients[0])
-    states = [load_network(p).state_dict() for p in ingredients]
+    nets = [load_network(p) for p in ingredients]
+    states = [net.state_dict() for net in nets]
+    soup = nets[0]
     with torch.no_grad():
         mixed = {}
-        for name, tensor in soup.state_dict().items():
+        for name, tensor in states[0].items():
             if tensor.is_floating_point():
                 mixed[name] = sum(share * state[name].double() for share, state in zip(shares, states)).to(tensor.dtype)
             else:  # integer buffers (none today) are taken from the first ingredient
