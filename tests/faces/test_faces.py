@@ -171,3 +171,39 @@ def test_faces_off_is_bit_identical_and_on_changes_only_faces(tmp_path, tiny_wei
     ys, xs = np.nonzero(changed)
     assert x0 - 4 <= xs.min() and xs.max() < x0 + 2 * side + 4 and y0 - 4 <= ys.min() and ys.max() < y0 + 2 * side + 4
     assert changed.mean() < 0.5
+
+
+@needs_mtcnn
+def test_face_eval_scores_engine_on_off_and_lanczos_against_the_weights_upscale_picks(tmp_path):
+    """``vsr faces eval --weights auto --mirror auto``: engine off is what ``vsr upscale`` makes of
+    each condition (default weights on clean input; ``heavy`` in the mirror ensemble on coarse
+    H.264); the face engine on top changes the face region only by its network's correction."""
+    import json
+
+    from PIL import Image
+
+    from vsr_pipeline.faces.evaluate import FaceEvalConfig, evaluate_faces
+    from vsr_pipeline.models.weights import AUTO, weights_argument
+
+    if not all(weights_argument(n).is_file() for n in ("default", "heavy")):
+        pytest.skip("shipped weights are missing")
+    data = tmp_path / "data"
+    (data / "holdout").mkdir(parents=True)
+    face_png = tmp_path / "face.png"
+    Image.fromarray(grace_hopper()[:592, :512]).resize((128, 148)).save(face_png)
+    ffmpeg("-loop", "1", "-i", str(face_png), "-t", "0.16", "-r", "25", "-c:v", "ffv1", "-pix_fmt", "yuv420p", str(data / "holdout" / "pkg__face.mkv"))
+    (data / "manifest.json").write_text(json.dumps({"files": [{"role": "holdout", "kind": "faces", "copied_as": "holdout/pkg__face.mkv"}]}))
+    zero = FaceSRNet(FaceSRConfig(channels=8, blocks=1))  # last layer at zero: returns the video output
+    face_weights = tmp_path / "zero.safetensors"
+    save_weights(zero, face_weights)
+    out = tmp_path / "eval"
+    table = evaluate_faces(FaceEvalConfig(data=data, weights=AUTO, mirror="auto", face_weights=face_weights, frames=4, conditions=("clean", "crf28"), out=out), log=lambda _: None)
+    rows = json.loads((out / "faces.json").read_text())
+    assert [(r["condition"], r["weights"]) for r in rows] == [("clean", "default"), ("crf28", "heavy+mirror")]
+    for r in rows:
+        assert r["restored"] == 4  # one face, every frame
+        assert r["engine_off"]["psnr"] > r["lanczos"]["psnr"]
+        # a zero correction: only the warp and blend of the crop touch the face, far below 0.1 dB
+        assert abs(r["gain_db"]) < 0.1, r
+    assert rows[1]["engine_off"]["psnr"] < rows[0]["engine_off"]["psnr"]  # the codec costs quality
+    assert "| crf28 | heavy+mirror |" in table and (out / "faces.md").read_text().strip() == table

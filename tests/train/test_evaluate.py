@@ -277,6 +277,17 @@ def test_evaluate_without_holdout_clips_is_an_error(tmp_path):
         evaluate(EvalConfig(data=tmp_path, out=tmp_path / "out"))
 
 
+def test_missing_weights_are_an_error_before_any_clip_is_read(tmp_path, monkeypatch):
+    from vsr_pipeline.train import evaluate as evaluate_module
+
+    (tmp_path / "holdout").mkdir()
+    (tmp_path / "holdout" / "pkg__clip.mkv").write_bytes(b"never read")
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": []}))
+    monkeypatch.setattr(evaluate_module, "ground_truth", lambda *a, **k: pytest.fail("a clip was read"))
+    with pytest.raises(VsrError, match="weights file not found"):
+        evaluate(EvalConfig(data=tmp_path, weights=tmp_path / "missing.safetensors", out=tmp_path / "out"))
+
+
 def test_to_420_8bit_full_range_10bit_maps_extremes_and_midpoint():
     y10 = np.array([[0, 1023], [512, 1023]], dtype=np.uint16).repeat(2, 0).repeat(2, 1)
     c10 = np.full((4, 4), 512, np.uint16)

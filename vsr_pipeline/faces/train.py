@@ -56,6 +56,8 @@ class FaceTrainConfig:
         face_width: range of the face's width in the target (pixels).
         max_scale: largest resampling factor of a face photograph (above 1 the target is an
             upsampled, softer face).
+        blur, noise: probability that a low-resolution clip is blurred (Gaussian, 0.3-0.9 px) and
+            that it gets white noise (0.002-0.015).
         pool: pairs generated up front (with the video network's output); training draws from
             them with random horizontal flips.
         val_every: validate (and keep the best checkpoint) every this many steps.
@@ -80,6 +82,8 @@ class FaceTrainConfig:
     face_weight: float = 3.0
     face_width: tuple[float, float] = (40.0, 140.0)
     max_scale: float = 1.0
+    blur: float = 0.3
+    noise: float = 0.4
     pool: int = 3000
     val_every: int = 250
     seed: int = 0
@@ -163,17 +167,17 @@ class PairSampler:
         faces: faces to cut from (one split).
         photos: ``(H, W, 3)`` uint8 photographs without faces of interest (may be empty).
         patch: low-resolution side (pixels, even).
-        face_fraction, compress, crf, face_width, max_scale: as :class:`FaceTrainConfig`.
+        face_fraction, compress, crf, face_width, max_scale, blur, noise: as :class:`FaceTrainConfig`.
         frames: frames per clip (the video network's window).
         seed: random seed.
     """
 
-    def __init__(self, faces: list[TrainFace], photos: list[np.ndarray], patch: int, *, face_fraction: float, compress: float, crf: tuple[int, int] = (18, 34), face_width: tuple[float, float] = (40.0, 140.0), max_scale: float = 1.0, frames: int = 3, seed: int = 0) -> None:
+    def __init__(self, faces: list[TrainFace], photos: list[np.ndarray], patch: int, *, face_fraction: float, compress: float, crf: tuple[int, int] = (18, 34), face_width: tuple[float, float] = (40.0, 140.0), max_scale: float = 1.0, blur: float = 0.3, noise: float = 0.4, frames: int = 3, seed: int = 0) -> None:
         if not faces:
             raise VsrError("no faces to sample pairs from")
         self.faces, self.photos = faces, photos
         self.patch, self.face_fraction, self.compress, self.crf, self.frames = patch, face_fraction, compress, crf, frames
-        self.face_width, self.max_scale = face_width, max_scale
+        self.face_width, self.max_scale, self.blur, self.noise = face_width, max_scale, blur, noise
         self.rng = np.random.default_rng(seed)
         self._tensors: dict[int, torch.Tensor] = {}
 
@@ -210,9 +214,9 @@ class PairSampler:
             hrs, mask = hrs.flip(-1), mask.flip(-1)
         hrs = _photometric(hrs, rng)
         lr = F.interpolate(hrs, scale_factor=0.5, mode="bicubic", antialias=True, align_corners=False)
-        if rng.random() < 0.3:
+        if rng.random() < self.blur:
             lr = _blur(lr, rng.uniform(0.3, 0.9))
-        if rng.random() < 0.4:
+        if rng.random() < self.noise:
             lr = lr + torch.from_numpy(rng.normal(0, rng.uniform(0.002, 0.015), size=lr.shape).astype(np.float32))
         crf = int(rng.integers(self.crf[0], self.crf[1] + 1)) if rng.random() < self.compress else 0
         clip = compressed(lr, crf) if crf else torch.stack([as_decoded(f) for f in lr])
@@ -386,8 +390,9 @@ def train_face_sr(cfg: FaceTrainConfig, *, log: Callable[[str], None] = print) -
     frames = video.config.window
     log(f"face SR: {len(train_faces)} training faces, {len(val_faces)} validation faces, {len(photos)} photographs; {macs_per_pixel(cfg.model) / 1e3:.0f} kMAC per input pixel")
     started = time.time()
-    shape = {"crf": cfg.crf, "face_width": cfg.face_width, "max_scale": cfg.max_scale, "frames": frames}
-    val = make_pool(PairSampler(val_faces, [], cfg.patch, face_fraction=1.0, compress=0.5, seed=cfg.seed + 1000, **shape), video, 96)
+    shape = {"crf": cfg.crf, "face_width": cfg.face_width, "max_scale": cfg.max_scale, "blur": cfg.blur, "noise": cfg.noise, "frames": frames}
+    val_compress = cfg.compress if cfg.compress in (0.0, 1.0) else 0.5  # half and half, unless training is all one kind
+    val = make_pool(PairSampler(val_faces, [], cfg.patch, face_fraction=1.0, compress=val_compress, seed=cfg.seed + 1000, **shape), video, 96)
     pool = make_pool(PairSampler(train_faces, photos, cfg.patch, face_fraction=cfg.face_fraction, compress=cfg.compress, seed=cfg.seed, **shape), video, cfg.pool)
     log(f"pairs: {cfg.pool} training, {len(val.crf)} validation, made in {time.time() - started:.0f} s")
     net = FaceSRNet(cfg.model).to(device)

@@ -29,7 +29,7 @@ from ..engines.base import Backend
 from ..engines.select import create_backend
 from ..io.frames import Picture, planes_tensor, to_420_8bit
 from ..io.source import open_source
-from ..models.weights import AUTO, choose_mirror, choose_weights, source_qp, weights_argument
+from ..models.weights import AUTO, choose_mirror, choose_weights, load_config, source_qp, weights_argument
 from ..scenecut import SceneCutDetector
 from ..upscaler import VideoUpscaler
 from . import degrade
@@ -238,6 +238,36 @@ def _save_crops(path: Path, low: Picture, results: dict[str, Picture], truth: Pi
     Image.fromarray(row).resize((row.shape[1] * 2, size * 2), Image.NEAREST).save(path)
 
 
+class BackendChooser:
+    """The backend that evaluates a clip, as ``vsr upscale`` would choose it.
+
+    Args:
+        weights: a weights file, None (shipped default) or :data:`~..models.weights.AUTO` (the
+            shipped weights ``--weights auto`` picks from each input's codec and H.264 quantisers).
+        mirror: ``off``, ``on`` or ``auto`` (on for lossy input, as ``vsr upscale --mirror auto``).
+    """
+
+    def __init__(self, weights: Path | str | None, mirror: str = "off") -> None:
+        if weights != AUTO:
+            load_config(weights)  # a missing or unreadable file is an error now, not after the first clip
+        self.weights, self.mirror = weights, mirror
+        self._backends: dict[tuple[Path | str | None, bool], Backend] = {}
+
+    def pick(self, low: list[Picture], condition: str) -> tuple[Backend, str]:
+        """The backend for the degraded clip ``low`` made under ``condition`` (CPU, PyTorch; one
+        per weights and mirror, made once) and the row's weights label (``+mirror`` when on)."""
+        path, label = self.weights, Path(str(self.weights)).stem if self.weights else "default"
+        coding = parse_condition(condition)
+        qps, codec = [p.qp for p in low], _DECODER[coding[0]] if coding else None
+        if self.weights == AUTO:
+            label, _ = choose_weights(qps, codec)
+            path = weights_argument(label)
+        mirror = choose_mirror(qps, codec)[0] if self.mirror == AUTO else self.mirror == "on"
+        if (path, mirror) not in self._backends:
+            self._backends[(path, mirror)] = create_backend("torch", "cpu", weights=path, mirror=mirror)
+        return self._backends[(path, mirror)], label + ("+mirror" if mirror else "")
+
+
 def evaluate(cfg: EvalConfig, *, log=print) -> str:
     """Run the evaluation; write ``eval.json``, ``eval.md`` and crops; return the markdown table."""
     clips = sorted((cfg.data / "holdout").glob("*"))
@@ -247,21 +277,7 @@ def evaluate(cfg: EvalConfig, *, log=print) -> str:
         raise VsrError(f"no hold-out clips in {cfg.data / 'holdout'}: run 'vsr data prepare' first")
     manifest = json.loads((cfg.data / "manifest.json").read_text())
     kinds = {Path(e.get("copied_as", "")).name: e["kind"] for e in manifest["files"] if e["role"].startswith("holdout")}
-    backends: dict[tuple[Path | str | None, bool], Backend] = {}
-
-    def backend_for(low: list[Picture], condition: str) -> tuple[Backend, str]:
-        """The backend of the evaluated weights (for ``auto``, of the weights it picks for ``low``),
-        in the mirror ensemble where ``cfg.mirror`` asks for it; and the row's weights label."""
-        path, label = cfg.weights, Path(str(cfg.weights)).stem if cfg.weights else "default"
-        coding = parse_condition(condition)
-        qps, codec = [p.qp for p in low], _DECODER[coding[0]] if coding else None
-        if cfg.weights == AUTO:
-            label, _ = choose_weights(qps, codec)
-            path = weights_argument(label)
-        mirror = choose_mirror(qps, codec)[0] if cfg.mirror == AUTO else cfg.mirror == "on"
-        if (path, mirror) not in backends:
-            backends[(path, mirror)] = create_backend("torch", "cpu", weights=path, mirror=mirror)
-        return backends[(path, mirror)], label + ("+mirror" if mirror else "")
+    backends = BackendChooser(cfg.weights, cfg.mirror)
 
     window = cfg.window
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -270,7 +286,7 @@ def evaluate(cfg: EvalConfig, *, log=print) -> str:
         truth = ground_truth(clip, cfg.frames)
         for condition in cfg.conditions:
             low = degrade_clip(truth, condition, keep=cfg.keep or cfg.data / "encoded")
-            backend, label = backend_for(low, condition)
+            backend, label = backends.pick(low, condition)
             window = cfg.window or backend.window
             upscaler = VideoUpscaler(backend, window=window, output_spec=truth[0].spec)
             results = {
