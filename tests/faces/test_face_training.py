@@ -124,6 +124,16 @@ def test_without_blur_and_noise_a_clean_pair_is_the_decoded_downscale_of_its_tar
         assert (error < 1e-5) == same, error
 
 
+def test_training_options_out_of_range_are_one_line_errors():
+    from vsr_pipeline.errors import ConfigError
+    from vsr_pipeline.faces.train import FaceTrainConfig
+
+    for bad in ({"blur": 1.5}, {"noise": -0.1}, {"compress": 2.0}, {"steps": 0}, {"pool": 0}):
+        with pytest.raises(ConfigError):
+            FaceTrainConfig(**bad)
+    assert FaceTrainConfig(blur=0.0, noise=1.0, compress=1.0).noise == 1.0
+
+
 def test_face_weighted_loss_counts_errors_where_the_weight_is():
     torch.manual_seed(0)
     target = torch.rand(2, 3, 16, 16)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..colour import ColourSpec, planes_to_rgb, quantise, rgb_to_planes
-from ..errors import VsrError
+from ..errors import ConfigError, VsrError
 from .face_sr import FaceSRConfig, FaceSRNet, macs_per_pixel
 from .sources import FACE_SOURCES, FaceSource, check_disjoint, provenance, source_path
 
@@ -91,6 +91,13 @@ class FaceTrainConfig:
     device: str = "cpu"
     model: FaceSRConfig = field(default_factory=FaceSRConfig)
     video_weights: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("face_fraction", "compress", "blur", "noise"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: a share, from 0 to 1")
+        if self.steps < 1 or self.batch < 1 or self.pool < 1 or self.val_every < 1:
+            raise ConfigError("--steps, --batch, --pool and --val-every must be at least 1")
 
 
 @dataclass(frozen=True)
