@@ -9,8 +9,8 @@ grown 20 %), for 1, 2 (the product's mirror), 4 and 8 orientations::
 
     python benchmarks/face_ensemble_bound.py --data data/vsr_mixed --frames 24
 
-Clean input runs the ``default`` weights, CRF 28 runs ``heavy`` (what ``--weights auto`` picks for
-those clips). Prints, per clip and condition, face-region Y-PSNR (dB) and temporal error per
+Each condition runs the weights ``vsr upscale --weights auto`` picks for it (``default`` on clean
+input, ``heavy`` on these clips at CRF 28), without the mirror. Prints, per clip and condition, face-region Y-PSNR (dB) and temporal error per
 ensemble size.
 """
 
@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vsr_pipeline.engines.torch_backend import TorchBackend
 from vsr_pipeline.faces.evaluate import face_boxes, region_scores
 from vsr_pipeline.io.frames import Picture
-from vsr_pipeline.models.weights import weights_argument
-from vsr_pipeline.train.evaluate import degrade_clip, ground_truth, run_network
+from vsr_pipeline.models.weights import AUTO
+from vsr_pipeline.train.evaluate import BackendChooser, degrade_clip, ground_truth, run_network
 from vsr_pipeline.upscaler import VideoUpscaler
 
 #: (horizontal flip, vertical flip, transpose), in the order the ensemble sizes take them:
@@ -57,12 +56,13 @@ def main() -> None:
     torch.set_num_threads(1)
     manifest = json.loads((args.data / "manifest.json").read_text())
     clips = [args.data / e["copied_as"] for e in manifest["files"] if e.get("kind") == "faces" and e.get("copied_as")]
-    for condition, weights in (("clean", "default"), ("crf28", "heavy")):
-        backend = TorchBackend(weights_argument(weights))
+    backends = BackendChooser(AUTO)
+    for condition in ("clean", "crf28"):
         for clip in clips:
             truth = ground_truth(clip, args.frames)
             boxes = face_boxes(truth)
             low = degrade_clip(truth, condition, keep=args.data / "encoded")
+            backend, weights = backends.pick(low, condition)
             outs = []
             for key in ORIENTATIONS:
                 upscaler = VideoUpscaler(backend, window=backend.window, output_spec=truth[0].spec)
