@@ -145,13 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="training data")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
     prep = data_sub.add_parser("prepare", help="build training/validation/hold-out data from Debian packages (needs apt-get)")
-    prep.add_argument("--out", type=Path, default=Path("data/vsr"), help="output folder: train.npz, val.npz, holdout/, manifest.json with every source's provenance and licence (default data/vsr)")
+    prep.add_argument("--out", type=Path, default=None, help="output folder: train.npz, val.npz, holdout/ (with --footage: val/, test/), manifest.json with every source's provenance and licence (default data/vsr; with --footage data/footage)")
     prep.add_argument("--cache", type=Path, default=Path("data/cache"), help="where packages are downloaded and unpacked")
     prep.add_argument("--clips-per-photo", type=int, default=64, help="moving clips synthesised from each training photograph (default 64)")
     prep.add_argument("--compress-prob", type=float, default=0.0, help="fraction of LR clips sent through a real H.264/HEVC round trip (default 0)")
     prep.add_argument("--crf-range", type=int, nargs=2, default=(18, 34), metavar=("MIN", "MAX"), help="CRF range of that round trip, inclusive (default 18 34; higher is stronger compression)")
     prep.add_argument("--animation-clips", type=int, default=0, metavar="N", help="also cut N training clips from each of 12 game cut-scenes (planetblupi; the animation hold-out is two other cut-scenes of that game; default 0: none)")
     prep.add_argument("--seed", type=int, default=0, help="seed of every random choice; the same seed gives the same data (default 0)")
+    prep.add_argument("--footage", action="store_true", help="instead: real footage from the shared data folder, split into training pairs, validation and the sealed test set (default --out data/footage)")
+    prep.add_argument("--shared", type=Path, default=None, metavar="DIR", help="with --footage: the shared data folder holding video/ and faces/video/ (default ../shared/data beside the repository, or $VSR_SHARED_DATA)")
+    prep.add_argument("--pairs-per-clip", type=int, default=64, metavar="N", help="with --footage: training pairs cut from each training clip (face videos a third; default 64)")
     sample = data_sub.add_parser("sample", help="rebuild the bundled sample clip from validation photographs")
     sample.add_argument("--out", type=Path, default=Path("vsr_pipeline/data/sample.mp4"), help="where the clip goes (default: the bundled sample)")
     sample.add_argument("--cache", type=Path, default=Path("data/cache"), help="where packages are downloaded and unpacked")
@@ -205,13 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--out", type=Path, default=Path("runs/eval_faces"))
 
     ev = sub.add_parser("eval", help="Y-PSNR/SSIM of the network vs Lanczos and bicubic on the hold-out footage")
-    ev.add_argument("--data", type=Path, default=Path("data/vsr"), help="'vsr data prepare' folder whose holdout/ clips are evaluated (default data/vsr)")
+    ev.add_argument("--data", type=Path, default=None, help="data folder: of 'vsr data prepare' for --split holdout (default data/vsr), of 'vsr data prepare --footage' for val and test (default data/footage)")
     ev.add_argument("--weights", type=_weights, default=None, metavar="NAME|FILE", help="video SR weights: 'default', 'compressed', 'heavy', a .safetensors file, or 'auto': for each clip and condition the weights 'vsr upscale' would pick from the codec and H.264 quantisers (default: 'default')")
     ev.add_argument("--window", type=int, default=None, help="temporal window (default: the weights' own)")
     ev.add_argument("--mirror", choices=("auto", "on", "off"), default="off", help="mirror ensemble (see 'vsr upscale --help'); auto: where 'vsr upscale' would run it, on lossy input (default off)")
     ev.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
     ev.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for the table, plot and PNG crops")
-    ev.add_argument("--conditions", nargs="+", type=_condition, default=["clean", "crf28"], metavar="COND", help="input conditions: 'clean', 'crfN' (the LR clip through x264 at CRF N) and/or 'hevcN' (through x265) (default: clean crf28)")
+    ev.add_argument("--conditions", nargs="+", type=_condition, default=None, metavar="COND", help="input conditions: 'clean', 'crfN' (the LR clip through x264 at CRF N) and/or 'hevcN' (through x265) (default: clean crf28 for the holdout; the standard matrix for val and test)")
+    ev.add_argument("--kernels", nargs="+", choices=("bicubic", "bicubic75", "area", "gauss"), default=None, help="downscaling kernels making the LR input, each with every condition: antialiased bicubic a=-0.5 (PIL, MATLAB), a=-0.75 (PyTorch, OpenCV), area, a mild Gaussian (default bicubic)")
+    ev.add_argument("--split", choices=("test", "val", "holdout"), default="holdout", help="clips to score: 'test', the sealed test set of 'vsr data prepare --footage' (score once per candidate, never choose on it); 'val', its validation clips; 'holdout', the package footage of 'vsr data prepare' (default)")
+    ev.add_argument("--standard", action="store_true", help="the standard matrix (the default for --split val/test without --conditions/--kernels): H.264 and HEVC at CRF 10, 18, 23, 28, 33 (bicubic), and CRF 10 and 28 with each other kernel")
     return parser
 
 
@@ -417,13 +423,23 @@ def cmd_data(args) -> int:
         return 0
     if args.data_command != "prepare":
         raise VsrError("usage: vsr data prepare [--out DIR] | vsr data sample [--out FILE]")
+    if args.footage:
+        from .train.footage import FootageConfig, default_shared_root, prepare_footage
+
+        if args.pairs_per_clip < 1:
+            raise ConfigError(f"--pairs-per-clip must be 1 or more, got {args.pairs_per_clip}")
+        out = args.out or Path("data/footage")
+        manifest = prepare_footage(out, args.shared or default_shared_root(), FootageConfig(pairs_per_clip=args.pairs_per_clip, seed=args.seed))
+        print(f"prepared real footage {manifest['counts']} (clips per split) in {out} (manifest: {out / 'manifest.json'})")
+        return 0
     if not 0 <= args.crf_range[0] <= args.crf_range[1] <= 51:
         raise ConfigError(f"--crf-range must be two CRFs MIN <= MAX in 0..51, got {args.crf_range[0]} {args.crf_range[1]}")
     if args.clips_per_photo < 0 or args.animation_clips < 0:
         raise ConfigError("--clips-per-photo and --animation-clips must be 0 or more")
     cfg = PrepareConfig(clips_per_photo=args.clips_per_photo, compress_prob=args.compress_prob, crf_range=tuple(args.crf_range), animation_clips_per_file=args.animation_clips, seed=args.seed)
-    manifest = prepare(args.out, args.cache, cfg)
-    print(f"prepared {manifest['counts']} in {args.out} (manifest: {args.out / 'manifest.json'})")
+    out = args.out or Path("data/vsr")
+    manifest = prepare(out, args.cache, cfg)
+    print(f"prepared {manifest['counts']} in {out} (manifest: {out / 'manifest.json'})")
     return 0
 
 
@@ -454,7 +470,14 @@ def cmd_soup(args) -> int:
 def cmd_eval(args) -> int:
     from .train.evaluate import EvalConfig, evaluate
 
-    cfg = EvalConfig(data=args.data, weights=args.weights, window=args.window, mirror=args.mirror, frames=args.frames, out=args.out, conditions=tuple(args.conditions))
+    from .train.evaluate import STANDARD_CASES
+
+    standard = args.standard or (args.split != "holdout" and args.conditions is None and args.kernels is None)
+    data = args.data if args.data is not None else Path("data/vsr" if args.split == "holdout" else "data/footage")
+    cfg = EvalConfig(
+        data=data, weights=args.weights, window=args.window, mirror=args.mirror, frames=args.frames, out=args.out, split=args.split,
+        conditions=tuple(args.conditions or ("clean", "crf28")), kernels=tuple(args.kernels or ("bicubic",)), cases=STANDARD_CASES if standard else None,
+    )
     report = evaluate(cfg, log=_log)
     print(report)
     return 0

@@ -347,7 +347,8 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
     config.check()
     metrics = metrics or PipelineMetrics()
     auto = backend is None and AUTO in (config.weights, config.mirror)
-    source = open_source(config.input, quantisers=auto)
+    # Quantisers always: the network's coding condition reads them (and ``auto`` picks by them).
+    source = open_source(config.input, quantisers=True)
     server = None
     sink = None
     try:

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from .colour import ColourSpec, planes_to_rgb, quantise, rgb_to_planes
 from .engines.base import Backend
-from .io.frames import Picture, planes_tensor
-from .models.vsrnet import SIZE_MULTIPLE
+from .io.frames import Picture, planes_tensor, qp_pixels
+from .models.vsrnet import SIZE_MULTIPLE, coding_condition
 from .window import SlidingWindow
 
 if TYPE_CHECKING:
@@ -41,6 +41,16 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> torch.Ten
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     return x
+
+
+def picture_condition(picture: Picture) -> torch.Tensor:
+    """``(1, 2, H, W)`` coding condition of a picture (:func:`~.models.vsrnet.coding_condition`)
+    from its ``qp_map``: the decoder's macroblock quantisers, zeros for lossless input, or
+    unknown."""
+    qp = None
+    if picture.qp_map is not None:
+        qp = torch.from_numpy(qp_pixels(picture.qp_map.astype(np.float32, copy=False), picture.height, picture.width))
+    return coding_condition(qp, picture.height, picture.width)
 
 
 class VideoUpscaler:
@@ -84,9 +94,11 @@ class VideoUpscaler:
 
     def _enter(self, picture: Picture) -> _Entry:
         rgb = planes_to_rgb(planes_tensor(picture.y), planes_tensor(picture.u), planes_tensor(picture.v), picture.spec)
+        if self.backend.cond_channels:
+            rgb = torch.cat([rgb, picture_condition(picture)], dim=1)
         rgb = pad_to_multiple(rgb)
         feat, flow_feat = self.backend.encode(rgb)
-        return _Entry(picture, rgb, feat, flow_feat)
+        return _Entry(picture, rgb[:, :3], feat, flow_feat)
 
     def _run(self, frames: tuple[_Entry, ...]) -> Picture:
         centre = frames[len(frames) // 2]

@@ -187,25 +187,27 @@ def test_score_and_network_path(truth, tiny_weights):
     assert 20 < s["psnr"] < 60 and 0.5 < s["ssim"] < 1.0 and s["temporal"] > 0
 
 
-def _row(clip, condition, gain, net_temporal=1.0):
+def _row(clip, condition, gain, net_temporal=1.0, kernel="bicubic", window_gain=0.25):
     base = {"psnr": 30.0, "ssim": 0.9, "temporal": 2.0}
     return {
-        "clip": clip, "kind": "camera", "condition": condition, "frames": 4, "size": "96x64",
-        "bicubic": base, "lanczos": base, "network": {**base, "psnr": 30.0 + gain, "temporal": net_temporal}, "gain_db": gain,
+        "clip": clip, "kind": "camera", "condition": condition, "kernel": kernel, "frames": 4, "size": "96x64",
+        "bicubic": base, "lanczos": base, "network": {**base, "psnr": 30.0 + gain, "temporal": net_temporal},
+        "window1": {**base, "psnr": 30.0 + gain - window_gain}, "gain_db": gain, "window_gain_db": window_gain,
     }
 
 
 def test_format_table_has_rows_and_means():
-    rows = [_row("a.mp4", "clean", 1.0), _row("b.mp4", "clean", 2.0, 3.0), _row("a.mp4", "crf28", -0.5)]
-    table = format_table(rows, 3)
+    """Known answers: per case (condition, kernel) the mean and worst gain, what the window buys,
+    temporal error and how many clips beat Lanczos on it."""
+    rows = [_row("a.mp4", "clean", 1.0), _row("b.mp4", "clean", 2.0, 3.0, window_gain=0.75), _row("a.mp4", "crf28", -0.5), _row("a.mp4", "crf28", 0.5, kernel="area", window_gain=-0.1)]
+    table = format_table(rows, 3, header="split test")
     lines = table.splitlines()
-    assert lines[0].startswith("window 3;")
-    assert sum(line.startswith("| a.mp4 (96x64) |") for line in lines) == 2
-    assert "| 30.00 / 0.9000 / 2.00 | 30.00 / 0.9000 / 2.00 | 31.00 / 0.9000 / 1.00 | +1.00 |" in table
-    means = [line for line in lines if line.startswith("| **mean** |")]
-    assert len(means) == 2
-    assert "| clean |" in means[0] and "+1.50 (min +1.00)" in means[0] and "temporal 2.00 vs Lanczos 2.00" in means[0]
-    assert "| crf28 |" in means[1] and "-0.50 (min -0.50)" in means[1] and "temporal 1.00 vs Lanczos 2.00" in means[1]
+    assert lines[0].startswith("split test; window 3;")
+    assert sum(line.startswith("| a.mp4 (96x64) |") for line in lines) == 3
+    assert "| 30.00 / 0.9000 / 2.00 | 30.00 / 0.9000 / 2.00 | 30.75 / 0.9000 / 2.00 | 31.00 / 0.9000 / 1.00 | +1.00 | +0.25 |" in table
+    assert "| clean | bicubic | 2 | +1.50 | +1.00 | +0.50 | 2.00 / 2.00 | 1/2 |" in lines
+    assert "| crf28 | bicubic | 1 | -0.50 | -0.50 | +0.25 | 1.00 / 2.00 | 1/1 |" in lines
+    assert "| crf28 | area | 1 | +0.50 | +0.50 | -0.10 | 1.00 / 2.00 | 1/1 |" in lines
 
 
 def test_evaluate_end_to_end(tmp_path, clip_with_audio, tiny_weights):
@@ -231,7 +233,7 @@ def test_evaluate_end_to_end(tmp_path, clip_with_audio, tiny_weights):
     clean, crf = result["rows"]
     assert crf["lanczos"]["psnr"] < clean["lanczos"]["psnr"]  # the codec costs quality
     assert (out / "eval.md").read_text().strip() == table
-    assert sum(line.startswith("| **mean** |") for line in table.splitlines()) == 2
+    assert sum(line.startswith(("| clean | bicubic | 1 |", "| crf28 | bicubic | 1 |")) for line in table.splitlines()) == 2
     assert (out / "pkg__av_clean.png").is_file() and (out / "pkg__av_crf28.png").is_file()
     from PIL import Image
 
@@ -256,7 +258,7 @@ def test_evaluate_auto_picks_weights_per_condition(tmp_path):
     # HEVC reports no QP: a lossy codec, so compressed, however fine its CRF
     assert rows[2]["qp"] >= AUTO_HEAVY_QP
     assert [r["weights"] for r in rows] == ["default", "default", "heavy", "compressed"]
-    assert f"| crf45 ({rows[2]['qp']:.1f}) | heavy |" in table
+    assert f"| crf45 ({rows[2]['qp']:.1f}) | bicubic | heavy |" in table
     # the heavy run really used another network: the same input through the default one differs
     low = degrade_clip(ground_truth(data / "holdout" / "pkg__av.mp4", 4), "crf45")
     default_out = run_network(VideoUpscaler(TorchBackend(weights_argument("default")), window=3, output_spec=low[0].spec), low)

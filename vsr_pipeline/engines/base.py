@@ -38,9 +38,16 @@ class Backend(ABC):
         """The network's default temporal window."""
         return self.config.window
 
+    @property
+    def cond_channels(self) -> int:
+        """Planes of coding condition the network takes after the RGB (0: none; see
+        :func:`~vsr_pipeline.models.vsrnet.coding_condition`)."""
+        return self.config.cond_channels
+
     @abstractmethod
     def encode(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-frame features: ``(N, 3, H, W)`` -> ``((N, C, H, W), (N, Cf, H/4, W/4))``."""
+        """Per-frame features: ``(N, 3 + K, H, W)`` (RGB, then the :attr:`cond_channels` K) ->
+        ``((N, C, H, W), (N, Cf, H/4, W/4))``."""
 
     @abstractmethod
     def reconstruct(self, rgb_centre: torch.Tensor, feat_centre: torch.Tensor, flow_feat_centre: torch.Tensor, feats: torch.Tensor, flow_feats: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Export of the network's two halves to ONNX, cached by everything that changes the graph.
 
-``encode.onnx``: ``rgb (N,3,H,W)`` -> ``feat (N,C,H,W)``, ``flow_feat (N,Cf,H/4,W/4)``.
+``encode.onnx``: ``rgb (N,3+K,H,W)`` (K: the network's ``cond_channels``) -> ``feat (N,C,H,W)``, ``flow_feat (N,Cf,H/4,W/4)``.
 ``reconstruct.onnx``: ``rgb_centre, feat_centre, flow_feat_centre, feats (N,T,C,H,W),
 flow_feats (N,T,Cf,H/4,W/4)`` -> ``rgb_hr (N,3,2H,2W)``. Batch, height, width and window
 length are dynamic. Opset 17 (GridSample needs 16; TensorRT misreads opset 20's renamed mode).
@@ -77,10 +77,10 @@ def export_key(weights: Path) -> str:
 def export_onnx(net: VSRNet, folder: Path, *, height: int = 32, width: int = 48) -> tuple[Path, Path]:
     """Export ``net``'s two halves into ``folder`` (written atomically) and return their paths."""
     net = net.eval().float()
-    rgb = torch.rand(1, 3, height, width)
+    rgb = torch.rand(1, 3 + net.config.cond_channels, height, width)
     feat, flow_feat = net.encode(rgb)
     t = net.config.window
-    window_args = (rgb, feat, flow_feat, feat.unsqueeze(1).repeat(1, t, 1, 1, 1), flow_feat.unsqueeze(1).repeat(1, t, 1, 1, 1))
+    window_args = (rgb[:, :3], feat, flow_feat, feat.unsqueeze(1).repeat(1, t, 1, 1, 1), flow_feat.unsqueeze(1).repeat(1, t, 1, 1, 1))
     full = {0: "n", 2: "h", 3: "w"}
     quarter = {0: "n", 2: "hq", 3: "wq"}
     tmp = folder.with_name(folder.name + ".partial")

@@ -63,16 +63,16 @@ def engine_cache_key(build: EngineBuild) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def profile_shapes(graph: str, height: int, width: int, channels: int, flow_channels: int, window: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+def profile_shapes(graph: str, height: int, width: int, channels: int, flow_channels: int, window: int, cond_channels: int = 0) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """Optimisation-profile shapes for one (padded) input resolution, batch 1.
 
     The reconstruct engine admits windows from 1 to :data:`MAX_WINDOW` frames, optimised for
-    ``window``.
+    ``window``; the encode engine takes RGB plus ``cond_channels`` planes of coding condition.
     """
     hq, wq = height // 4, width // 4
     fixed = lambda shape: (shape, shape, shape)  # noqa: E731
     if graph == "encode":
-        return {"rgb": fixed((1, 3, height, width))}
+        return {"rgb": fixed((1, 3 + cond_channels, height, width))}
     feats = ((1, 1, channels, height, width), (1, window, channels, height, width), (1, MAX_WINDOW, channels, height, width))
     flows = ((1, 1, flow_channels, hq, wq), (1, window, flow_channels, hq, wq), (1, MAX_WINDOW, flow_channels, hq, wq))
     return {
@@ -182,7 +182,7 @@ class TensorRTBackend(Backend):
         key = (graph, height, width)
         if key not in self._runners:
             onnx_path = self._onnx.encode if graph == "encode" else self._onnx.reconstruct
-            shapes = profile_shapes(graph, height, width, self._channels, self._flow_channels, self.window)
+            shapes = profile_shapes(graph, height, width, self._channels, self._flow_channels, self.window, self.config.cond_channels)
             major, minor = torch.cuda.get_device_capability()
             build = EngineBuild(file_sha256(onnx_path), shapes, self.precision, self._trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}")
             path = self._cache / f"trt-{graph}-{engine_cache_key(build)}.engine"

@@ -82,6 +82,9 @@ class Picture:
         tags: colour metadata to carry to the output.
         qp: mean H.264 quantiser of the frame's macroblocks as the decoder reports it (0-51,
             higher is coarser; see :func:`h264_qp`), None where the decoder reports none.
+        qp_map: ``(ceil(H/16), ceil(W/16))`` float32 quantiser of every 16x16 macroblock
+            (:data:`QP_BLOCK`), row-major as in the picture: what the H.264 decoder reports, or
+            zeros for lossless input (:func:`lossless_qp_map`); None where nothing is known.
     """
 
     y: np.ndarray
@@ -93,6 +96,7 @@ class Picture:
     index: int = 0
     tags: ColourTags = field(default_factory=ColourTags)
     qp: float | None = None
+    qp_map: np.ndarray | None = None
 
     @property
     def height(self) -> int:
@@ -157,7 +161,7 @@ def picture_from_frame(frame, *, index: int = 0) -> Picture:
         time_base=frame.time_base or Fraction(1, 25),
         index=index,
         tags=tags,
-        qp=h264_qp(frame),
+        **_quantisers(frame),
     )
 
 
@@ -166,8 +170,42 @@ def picture_from_frame(frame, *, index: int = 0) -> Picture:
 _H264_PARAMS = 1
 
 
+#: FFmpeg decoder names of lossless, raw and near-lossless mezzanine formats: ``auto`` runs the
+#: default weights on them, and their pictures get a zero ``qp_map``. Any other codec that reports no quantiser (HEVC, AV1, VP9, MPEG-2,
+#: MJPEG, ...) is taken as lossy and gets ``compressed``.
+UNCOMPRESSED_CODECS = frozenset(
+    {"rawvideo", "ffv1", "huffyuv", "ffvhuff", "utvideo", "magicyuv", "png", "apng", "qtrle", "v210", "v308", "v408", "v410", "r210", "yuv4", "prores", "dnxhd", "cfhd", "hqx", "tiff", "bmp", "dpx", "exr", "zlib", "lagarith"}
+)
+
+
+#: Side of the blocks of ``Picture.qp_map`` (H.264 macroblocks), pixels.
+QP_BLOCK = 16
+
+
+def lossless_qp_map(height: int, width: int) -> np.ndarray:
+    """The ``qp_map`` of a losslessly coded picture: QP 0 everywhere."""
+    return np.zeros((-(-height // QP_BLOCK), -(-width // QP_BLOCK)), np.float32)
+
+
+def qp_pixels(qp_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Macroblock QP map ``(ceil(H/16), ceil(W/16))`` -> ``(H, W)`` per-pixel QP (same dtype)."""
+    return np.repeat(np.repeat(qp_map, QP_BLOCK, axis=0), QP_BLOCK, axis=1)[:height, :width]
+
+
+def _quantisers(frame) -> dict:
+    """``{"qp": mean, "qp_map": map}`` of an H.264 frame (see :func:`h264_qp_map`); empty otherwise."""
+    qp_map = h264_qp_map(frame)
+    return {} if qp_map is None else {"qp": float(qp_map.mean()), "qp_map": qp_map}
+
+
 def h264_qp(frame) -> float | None:
-    """Mean quantiser (QP, 0-51) over the macroblocks of a decoded H.264 frame, else None.
+    """Mean quantiser of an H.264 frame's macroblocks (:func:`h264_qp_map`), None where unknown."""
+    qp_map = h264_qp_map(frame)
+    return None if qp_map is None else float(qp_map.mean())
+
+
+def h264_qp_map(frame) -> np.ndarray | None:
+    """Quantiser (QP, 0-51) of every macroblock of a decoded H.264 frame, else None.
 
     The decoder exports it only when its codec context was opened with
     ``options={"export_side_data": "venc_params"}`` (:class:`~vsr_pipeline.io.source.AvSource`
@@ -177,14 +215,24 @@ def h264_qp(frame) -> float | None:
     Reads the block table straight from the side data (libavutil's ``AVVideoBlockParams``:
     ``src_x, src_y, w, h, delta_qp``, five 32-bit fields at the start of every ``block_size``
     bytes): 0.4 ms for a 1080p frame, where PyAV's ``qp_map()`` takes 4 ms.
+
+    Returns:
+        ``(ceil(H/16), ceil(W/16))`` float32, block ``(r, c)`` covering pixels
+        ``[16r, 16r + 16) x [16c, 16c + 16)`` (a frame-level QP everywhere if the decoder gives
+        no block table).
     """
     for data in frame.side_data:
         if type(data).__name__ == "VideoEncParams" and data.codec_type == _H264_PARAMS:
+            out = np.full((-(-frame.height // QP_BLOCK), -(-frame.width // QP_BLOCK)), float(data.qp), np.float32)
             count, size, offset = data.nb_blocks, data.block_size, data.blocks_offset
             if count == 0 or size < 20:
-                return float(data.qp)
+                return out
             table = np.frombuffer(memoryview(data), dtype=np.uint8, count=size * count, offset=offset).reshape(count, size)
-            return float(data.qp) + float(table[:, 16:20].copy().view(np.int32).mean())
+            fields = table[:, :20].copy().view(np.int32)  # src_x, src_y, w, h, delta_qp
+            rows = np.clip(fields[:, 1] // QP_BLOCK, 0, out.shape[0] - 1)
+            cols = np.clip(fields[:, 0] // QP_BLOCK, 0, out.shape[1] - 1)
+            out[rows, cols] = float(data.qp) + fields[:, 4]
+            return out
     return None
 
 

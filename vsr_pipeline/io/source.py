@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from ..errors import InputError
-from .frames import Picture, picture_from_frame
+from .frames import UNCOMPRESSED_CODECS, Picture, lossless_qp_map, picture_from_frame
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,9 @@ class AvSource:
 
         Args:
             options: FFmpeg demuxer/protocol options.
-            quantisers: ask the H.264 decoder for each frame's quantisers (``Picture.qp``, for
-                ``--weights auto``). The decoder then uses slice threads only: with frame threads
+            quantisers: ask the H.264 decoder for each frame's quantisers (``Picture.qp`` and
+                ``Picture.qp_map``, for ``--weights auto`` and the network's coding condition).
+                Pictures of a lossless codec always get a zero ``qp_map``. The decoder then uses slice threads only: with frame threads
                 FFmpeg exports a frame's QP table before another thread has finished writing it,
                 and some frames report a fraction of their true QP. Slice-only decoding of 1080p
                 H.264 still runs at about 220 fps on one core.
@@ -125,6 +126,7 @@ class AvSource:
             copy_streams=copy,
         )
         self._copy_indices = {s.index for s in copy}
+        self._lossless = ctx.name in UNCOMPRESSED_CODECS
 
     def __iter__(self) -> Iterator[Picture | Passthrough]:
         import av
@@ -139,6 +141,8 @@ class AvSource:
                     continue
                 for frame in packet.decode():  # an empty packet flushes the decoder
                     picture = picture_from_frame(frame, index=index)
+                    if self._lossless:
+                        picture.qp_map = lossless_qp_map(picture.height, picture.width)
                     if picture.pts is None:  # raw streams without timestamps: frame-rate spaced
                         picture.pts = self._synthetic_pts(index)
                         picture.time_base = self.info.time_base

@@ -16,7 +16,9 @@ The window includes the centre frame itself, so any odd window length works with
 (window 1 is single-image SR) and a badly aligned neighbour simply gets a low weight.
 
 Shapes: RGB frames are ``(N, 3, H, W)`` float32 with nominal range [0, 1]; ``H`` and ``W`` must
-be multiples of :data:`SIZE_MULTIPLE` (the caller pads). Features are ``(N, C, H, W)``; flow
+be multiples of :data:`SIZE_MULTIPLE` (the caller pads). A network with ``cond_channels`` K > 0
+(:func:`coding_condition`) takes ``(N, 3 + K, H, W)`` per frame in :meth:`VSRNet.encode` and
+:meth:`VSRNet.forward`: the RGB planes, then how the frame was coded (the decoder's quantiser map). Features are ``(N, C, H, W)``; flow
 features ``(N, Cf, H/4, W/4)``; windows stack frames on dim 1: ``(N, T, C, H, W)``.
 Flows are in low-resolution pixels, ``(dx, dy)``.
 """
@@ -55,6 +57,9 @@ class VSRNetConfig:
         flow_hidden: hidden channels of the cost-volume decoder.
         refine_channels: hidden channels of the full-resolution flow refinement
             (:class:`FlowRefiner`), 0 for none.
+        cond_channels: channels of the coding condition appended to each frame's RGB
+            (:func:`coding_condition`: 2, the quantiser map and whether it is known), 0 for a
+            network that is not told how its input was coded.
     """
 
     channels: int = 32
@@ -68,6 +73,7 @@ class VSRNetConfig:
     corr_radius: int = 4
     flow_hidden: int = 32
     refine_channels: int = 0
+    cond_channels: int = 0
 
     def __post_init__(self) -> None:
         if self.flow_estimator not in ("corr", "conv"):
@@ -75,6 +81,32 @@ class VSRNetConfig:
 
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
+
+
+#: Channels of :func:`coding_condition`.
+CONDITION_CHANNELS = 2
+
+#: Largest H.264/HEVC quantiser; the condition's QP channel is ``QP / QP_SCALE``.
+QP_SCALE = 51.0
+
+
+def coding_condition(qp: torch.Tensor | None, height: int, width: int) -> torch.Tensor:
+    """How a frame was coded, as the network's extra input planes.
+
+    Args:
+        qp: ``(H, W)`` (or broadcastable, e.g. ``(1, 1)``) quantiser of every pixel (H.264 QP
+            0-51; 0 for lossless input), or None where the decoder reports none (HEVC, MJPEG, ...).
+        height, width: size of the frame.
+
+    Returns:
+        ``(1, 2, H, W)`` float32: channel 0 is ``QP / 51`` (0 where unknown), channel 1 is 1 where
+        the quantiser is known and 0 where it is not (the network then judges from the picture).
+    """
+    out = torch.zeros(1, CONDITION_CHANNELS, height, width)
+    if qp is not None:
+        out[0, 0] = qp.float().expand(height, width) / QP_SCALE
+        out[0, 1] = 1.0
+    return out
 
 
 class ResBlock(nn.Module):
@@ -248,7 +280,7 @@ class VSRNet(nn.Module):
         if config.scale != 2:
             raise ValueError(f"only scale 2 is built, got {config.scale!r}")
         c, cf, cm = config.channels, config.flow_channels, config.mask_channels
-        self.head = nn.Conv2d(3, c, 3, padding=1)
+        self.head = nn.Conv2d(3 + config.cond_channels, c, 3, padding=1)
         self.encoder = nn.Sequential(*[ResBlock(c) for _ in range(config.encoder_blocks)])
         if config.flow_estimator == "corr":
             # Deeper than the "conv" variant: features must be distinctive enough to match.
@@ -297,14 +329,15 @@ class VSRNet(nn.Module):
         """Per-frame work, done once per frame.
 
         Args:
-            rgb: ``(N, 3, H, W)`` float RGB.
+            rgb: ``(N, 3 + K, H, W)`` float RGB, then the ``K = cond_channels`` planes of
+                :func:`coding_condition` (none for an unconditioned network).
 
         Returns:
             ``(features (N, C, H, W), flow_features (N, Cf, H/4, W/4))``; with the "corr"
-            estimator the flow features are unit vectors per pixel.
+            estimator the flow features are unit vectors per pixel. Flow features see the RGB only.
         """
         feat = F.leaky_relu(self.head(rgb), 0.1)
-        return self.encoder(feat), self.flow_features(rgb)
+        return self.encoder(feat), self.flow_features(rgb[:, :3])
 
     def flow_features(self, rgb: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` RGB -> ``(N, Cf, H/4, W/4)`` flow features (part of :meth:`encode`)."""
@@ -390,7 +423,8 @@ class VSRNet(nn.Module):
         """Upscale the centre frame of each window (training and reference use).
 
         Args:
-            frames: ``(N, T, 3, H, W)`` float RGB windows, centre at index ``T // 2``.
+            frames: ``(N, T, 3 + K, H, W)`` float RGB windows (plus the coding condition of a
+                conditioned network, see :meth:`encode`), centre at index ``T // 2``.
             return_flow: also return the estimated flows (for the training's flow loss).
 
         Returns:
@@ -401,7 +435,7 @@ class VSRNet(nn.Module):
         feats = feat.reshape(n, t, *feat.shape[1:])
         flow_feats = flow_feat.reshape(n, t, *flow_feat.shape[1:])
         mid = t // 2
-        out = self.reconstruct(frames[:, mid], feats[:, mid], flow_feats[:, mid], feats, flow_feats)
+        out = self.reconstruct(frames[:, mid, :3], feats[:, mid], flow_feats[:, mid], feats, flow_feats)
         if return_flow:
             return out, self.estimate_flow(flow_feats[:, mid], flow_feats)
         return out

@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io.frames import UNCOMPRESSED_CODECS
 from .vsrnet import VSRNet, VSRNetConfig
 
 #: Name of the shipped default video SR weights inside the engines folder.
@@ -32,12 +33,6 @@ AUTO_HEAVY_QP = 30.0
 #: Decoded frames whose quantisers ``auto`` looks at.
 AUTO_PROBE_FRAMES = 8
 
-#: FFmpeg decoder names of lossless, raw and near-lossless mezzanine formats: ``auto`` runs the
-#: default weights on them. Any other codec that reports no quantiser (HEVC, AV1, VP9, MPEG-2,
-#: MJPEG, ...) is taken as lossy and gets ``compressed``.
-UNCOMPRESSED_CODECS = frozenset(
-    {"rawvideo", "ffv1", "huffyuv", "ffvhuff", "utvideo", "magicyuv", "png", "apng", "qtrle", "v210", "v308", "v408", "v410", "r210", "yuv4", "prores", "dnxhd", "cfhd", "hqx", "tiff", "bmp", "dpx", "exr", "zlib", "lagarith"}
-)
 
 
 def engines_dir() -> Path:

@@ -20,12 +20,49 @@ from ..io.frames import Picture, frame_from_planes, picture_from_frame
 _SPEC = ColourSpec("bt709", False, 8, (2, 2))
 
 
-def downscale(plane: torch.Tensor, factor: int = 2) -> torch.Tensor:
-    """Antialiased bicubic downscale by ``factor`` of a ``(N, 1, H, W)`` plane (H, W divisible)."""
+#: Downscaling kernels (:func:`downscale`): nobody knows how a real HD picture was made, so
+#: training and evaluation use several. ``bicubic``: antialiased cubic with a = -0.5 (PIL,
+#: MATLAB's imresize, PyTorch's ``antialias=True``); ``bicubic75``: antialiased cubic with
+#: a = -0.75 (PyTorch's and OpenCV's cubic coefficient); ``area``: box average of each
+#: ``factor x factor`` block; ``gauss``: a Gaussian of ``sigma`` HR pixels (default 1.0, a mild
+#: blur) sampled at the LR pixel centres.
+KERNELS = ("bicubic", "bicubic75", "area", "gauss")
+
+
+def _kernel_weights(size: int, factor: int, kernel: str, sigma: float) -> torch.Tensor:
+    """``(size // factor, size)`` resampling matrix of one axis (rows sum to 1).
+
+    LR sample ``i`` sits at HR coordinate ``c = (i + 0.5) * factor - 0.5``; HR sample ``j`` gets
+    weight ``k((j - c) / factor)`` for the cubic and box kernels (stretched by the factor: an
+    antialiasing filter) and ``exp(-(j - c)^2 / (2 sigma^2))`` for ``gauss``; weights falling
+    outside the picture are dropped and the rest renormalised, as PIL does.
+    """
+    j = torch.arange(size, dtype=torch.float64).view(1, -1)
+    c = (torch.arange(size // factor, dtype=torch.float64).view(-1, 1) + 0.5) * factor - 0.5
+    x = (j - c) / factor
+    if kernel in ("bicubic", "bicubic75"):
+        a = -0.5 if kernel == "bicubic" else -0.75
+        ax = x.abs()
+        w = torch.where(ax <= 1, (a + 2) * ax**3 - (a + 3) * ax**2 + 1, torch.where(ax < 2, a * ax**3 - 5 * a * ax**2 + 8 * a * ax - 4 * a, torch.zeros_like(ax)))
+    elif kernel == "area":
+        w = (x.abs() < 0.5).double()
+    elif kernel == "gauss":
+        w = torch.exp(-0.5 * ((j - c) / sigma) ** 2)
+        w = torch.where((j - c).abs() <= max(1.0, 3 * sigma), w, torch.zeros_like(w))
+    else:
+        raise ValueError(f"unknown downscaling kernel {kernel!r}: use one of {', '.join(KERNELS)}")
+    return (w / w.sum(dim=1, keepdim=True)).float()
+
+
+def downscale(plane: torch.Tensor, factor: int = 2, kernel: str = "bicubic", sigma: float = 1.0) -> torch.Tensor:
+    """Downscale a ``(N, 1, H, W)`` float plane by ``factor`` (H, W divisible) with one of
+    :data:`KERNELS`; ``sigma`` (HR pixels) is the ``gauss`` kernel's width."""
     height, width = plane.shape[-2:]
     if height % factor or width % factor:
         raise ValueError(f"plane size {height}x{width} is not divisible by {factor}")
-    return F.interpolate(plane.float(), size=(height // factor, width // factor), mode="bicubic", antialias=True, align_corners=False)
+    rows = _kernel_weights(height, factor, kernel, sigma)
+    cols = _kernel_weights(width, factor, kernel, sigma)
+    return rows @ plane.float() @ cols.T
 
 
 def gaussian_blur(plane: torch.Tensor, sigma: float) -> torch.Tensor:

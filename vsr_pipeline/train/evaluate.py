@@ -1,11 +1,17 @@
-"""``vsr eval``: the network against Lanczos and bicubic on held-out real footage.
+"""``vsr eval``: the network against Lanczos and bicubic on real footage it was not trained on.
 
-Each hold-out clip's decoded frames are the ground truth (made 8-bit 4:2:0 if they are not).
-The low-resolution input is made from them by :func:`.degrade.downscale` (antialiased bicubic
-x2), either clean or after a real H.264 or HEVC round trip at a given CRF (conditions ``crf28``,
-``hevc28``, ...). Lanczos and bicubic are FFmpeg's
-swscale on the Y'CbCr planes; the network runs through the product's own upscale stage
-(:class:`~vsr_pipeline.upscaler.VideoUpscaler`, same colour path, window and scene cuts).
+Three sets of clips (``--split``): ``test``, the sealed test set of the real-footage data
+(:mod:`.footage`: scored once per candidate for shipping, never used to choose); ``val``, its
+validation clips (choose anything on them); ``holdout``, the package footage of ``vsr data
+prepare`` (used for choosing for a long time: validation too, by now).
+
+Each clip's decoded frames are the ground truth (made 8-bit 4:2:0 if they are not). The
+low-resolution input is made from them by :func:`.degrade.downscale` with one of its kernels
+(``bicubic``: antialiased a=-0.5; ``bicubic75``; ``area``; ``gauss``), either clean or after a
+real H.264 or HEVC round trip at a given CRF (conditions ``crf28``, ``hevc28``, ...). Lanczos and
+bicubic are FFmpeg's swscale on the Y'CbCr planes; the network runs through the product's own
+upscale stage (:class:`~vsr_pipeline.upscaler.VideoUpscaler`, same colour path, coding
+condition, window and scene cuts), at its window and at window 1 (what time buys).
 
 Scores on luma, 4-pixel border cropped: Y-PSNR (mean over frames), SSIM, and temporal error
 (RMS of the difference between output and ground-truth frame-to-frame changes; lower is better).
@@ -27,7 +33,7 @@ from ..classical import picture_to_rgb8, upscale_picture
 from ..colour import quantise
 from ..engines.base import Backend
 from ..engines.select import create_backend
-from ..io.frames import Picture, planes_tensor, to_420_8bit
+from ..io.frames import Picture, lossless_qp_map, planes_tensor, to_420_8bit
 from ..io.source import open_source
 from ..models.weights import AUTO, choose_mirror, choose_weights, load_config, source_qp, weights_argument
 from ..scenecut import SceneCutDetector
@@ -35,7 +41,16 @@ from ..upscaler import VideoUpscaler
 from . import degrade
 
 BORDER = 4
-METHODS = ("bicubic", "lanczos", "network")
+METHODS = ("bicubic", "lanczos", "network", "window1")
+
+#: ``--split``: where the clips are, relative to the data folder.
+SPLIT_FOLDERS = {"holdout": "holdout", "val": "val", "test": "test"}
+
+#: The conditions footage really arrives in (issue 15): H.264 and HEVC at CRF 10-33 with the
+#: antialiased bicubic kernel, and every other kernel at CRF 10 and 28.
+STANDARD_CASES = tuple((f"{codec}{crf}", "bicubic") for codec in ("crf", "hevc") for crf in (10, 18, 23, 28, 33)) + tuple(
+    (condition, kernel) for kernel in ("bicubic75", "area", "gauss") for condition in ("crf10", "crf28")
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,11 @@ class EvalConfig:
         frames: frames per clip.
         out: folder for ``eval.json``, ``eval.md`` and the PNG crops.
         conditions: ``clean``, ``crfN`` (x264 at CRF N, 0-51) and/or ``hevcN`` (x265 at CRF N).
+        kernels: downscaling kernels (:data:`.degrade.KERNELS`); every condition is scored with
+            every kernel.
+        cases: explicit ``(condition, kernel)`` pairs instead of that product (e.g.
+            :data:`STANDARD_CASES`).
+        split: ``holdout``, ``val`` or ``test`` (see module doc).
         keep: where the compressed inputs are kept (:func:`degrade_clip`); None: beside the
             hold-out clips, in ``<data>/encoded``.
     """
@@ -63,7 +83,14 @@ class EvalConfig:
     frames: int = 24
     out: Path = Path("runs/eval")
     conditions: tuple[str, ...] = ("clean", "crf28")
+    kernels: tuple[str, ...] = ("bicubic",)
+    cases: tuple[tuple[str, str], ...] | None = None
+    split: str = "holdout"
     keep: Path | None = None
+
+    def all_cases(self) -> tuple[tuple[str, str], ...]:
+        """The ``(condition, kernel)`` pairs to score."""
+        return self.cases if self.cases is not None else tuple((c, k) for c in self.conditions for k in self.kernels)
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
@@ -140,10 +167,13 @@ def parse_condition(condition: str) -> tuple[str, int] | None:
     raise ValueError(f"unknown condition {condition!r}: use 'clean', 'crfN' (H.264) or 'hevcN' (HEVC) with N in 0..51")
 
 
-def degrade_clip(truth: list[Picture], condition: str, *, keep: Path | None = None) -> list[Picture]:
-    """The low-resolution input: x2 antialiased bicubic, then optionally H.264 or HEVC at a CRF.
+def degrade_clip(truth: list[Picture], condition: str, *, keep: Path | None = None, kernel: str = "bicubic") -> list[Picture]:
+    """The low-resolution input: x2 with ``kernel`` (:data:`.degrade.KERNELS`), then optionally
+    H.264 or HEVC at a CRF.
 
-    Compressed pictures carry the quantiser the decoder reported (``Picture.qp``; H.264 only).
+    Compressed pictures carry the quantisers the decoder reported (``Picture.qp`` and
+    ``qp_map``; H.264 only); a clean input is lossless (a zero ``qp_map``), as a lossless file
+    decodes.
 
     Args:
         keep: folder for the encoded clips, named by a hash of the condition and the
@@ -154,8 +184,8 @@ def degrade_clip(truth: list[Picture], condition: str, *, keep: Path | None = No
     coding = parse_condition(condition)
     low = []
     for p in truth:
-        planes = [quantise(degrade.downscale(planes_tensor(x), 2), p.spec)[0, 0].numpy() for x in (p.y, p.u, p.v)]
-        low.append(replace(p, y=planes[0], u=planes[1], v=planes[2], qp=None))
+        planes = [quantise(degrade.downscale(planes_tensor(x), 2, kernel), p.spec)[0, 0].numpy() for x in (p.y, p.u, p.v)]
+        low.append(replace(p, y=planes[0], u=planes[1], v=planes[2], qp=None, qp_map=lossless_qp_map(*planes[0].shape)))
     if coding is not None:
         y, u, v = (np.stack([getattr(p, c) for p in low]) for c in "yuv")
         decoded = _decode_kept(keep, condition, y, u, v, len(low)) if keep is not None else None
@@ -164,7 +194,7 @@ def degrade_clip(truth: list[Picture], condition: str, *, keep: Path | None = No
             if keep is not None:
                 _keep_encoding(keep, condition, y, u, v, data)
             decoded = degrade.decode_stream(data, frames=len(low))
-        low = [replace(p, y=d.y, u=d.u, v=d.v, qp=d.qp) for p, d in zip(low, decoded)]
+        low = [replace(p, y=d.y, u=d.u, v=d.v, qp=d.qp, qp_map=d.qp_map) for p, d in zip(low, decoded)]
     return low
 
 
@@ -268,42 +298,69 @@ class BackendChooser:
         return self._backends[(path, mirror)], label + ("+mirror" if mirror else "")
 
 
+def _clips(cfg: EvalConfig) -> tuple[list[Path], dict[str, str]]:
+    """The clips of ``cfg.split`` and their kinds (from the data folder's manifest)."""
+    from ..errors import VsrError
+
+    if cfg.split not in SPLIT_FOLDERS:
+        raise VsrError(f"unknown split {cfg.split!r}: use one of {', '.join(SPLIT_FOLDERS)}")
+    folder = cfg.data / SPLIT_FOLDERS[cfg.split]
+    clips = sorted(p for p in folder.glob("*") if not p.name.endswith(".partial"))
+    if not clips:
+        hint = "vsr data prepare --footage" if cfg.split != "holdout" else "vsr data prepare"
+        raise VsrError(f"no {'hold-out' if cfg.split == 'holdout' else cfg.split} clips in {folder}: run '{hint} --out {cfg.data}' first")
+    manifest = json.loads((cfg.data / "manifest.json").read_text())
+    if cfg.split == "holdout":
+        kinds = {Path(e.get("copied_as", "")).name: e["kind"] for e in manifest["files"] if e.get("role", "").startswith("holdout")}
+    else:
+        kinds = {Path(e["segment"]["file"]).name: e["kind"] for e in manifest["files"] if "segment" in e}
+    return clips, kinds
+
+
+def weights_sha256(weights: Path | str | None) -> str:
+    """SHA-256 of the weights file evaluated (``auto``: of each shipped file it may pick)."""
+    from .._files import file_sha256
+    from ..models.weights import SHIPPED_WEIGHTS, default_weights_path
+
+    if weights == AUTO:
+        return ", ".join(f"{name} {file_sha256(weights_argument(name))[:16]}" for name in SHIPPED_WEIGHTS)
+    return file_sha256(Path(weights) if weights else default_weights_path())
+
+
 def evaluate(cfg: EvalConfig, *, log=print) -> str:
     """Run the evaluation; write ``eval.json``, ``eval.md`` and crops; return the markdown table."""
-    clips = sorted((cfg.data / "holdout").glob("*"))
-    if not clips:
-        from ..errors import VsrError
-
-        raise VsrError(f"no hold-out clips in {cfg.data / 'holdout'}: run 'vsr data prepare' first")
-    manifest = json.loads((cfg.data / "manifest.json").read_text())
-    kinds = {Path(e.get("copied_as", "")).name: e["kind"] for e in manifest["files"] if e["role"].startswith("holdout")}
+    clips, kinds = _clips(cfg)
     backends = BackendChooser(cfg.weights, cfg.mirror)
+    digest = weights_sha256(cfg.weights)
 
     window = cfg.window
     cfg.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for clip in clips:
         truth = ground_truth(clip, cfg.frames)
-        for condition in cfg.conditions:
-            low = degrade_clip(truth, condition, keep=cfg.keep or cfg.data / "encoded")
+        for condition, kernel in cfg.all_cases():
+            low = degrade_clip(truth, condition, keep=cfg.keep or cfg.data / "encoded", kernel=kernel)
             backend, label = backends.pick(low, condition)
             window = cfg.window or backend.window
-            upscaler = VideoUpscaler(backend, window=window, output_spec=truth[0].spec)
             results = {
                 "bicubic": [upscale_picture(p, 2, "BICUBIC") for p in low],
                 "lanczos": [upscale_picture(p, 2, "LANCZOS") for p in low],
-                "network": run_network(upscaler, low),
+                "network": run_network(VideoUpscaler(backend, window=window, output_spec=truth[0].spec), low),
             }
-            row = {"clip": clip.name, "kind": kinds.get(clip.name, "?"), "condition": condition, "frames": len(truth), "size": f"{truth[0].width}x{truth[0].height}", "weights": label, "qp": source_qp([p.qp for p in low])}
+            if window != 1:
+                results["window1"] = run_network(VideoUpscaler(backend, window=1, output_spec=truth[0].spec), low)
+            row = {"clip": clip.name, "kind": kinds.get(clip.name, "?"), "condition": condition, "kernel": kernel, "frames": len(truth), "size": f"{truth[0].width}x{truth[0].height}", "weights": label, "qp": source_qp([p.qp for p in low])}
             for method, outs in results.items():
                 row[method] = score(outs, truth)
             row["gain_db"] = row["network"]["psnr"] - row["lanczos"]["psnr"]
+            row["window_gain_db"] = row["network"]["psnr"] - row["window1"]["psnr"] if "window1" in row else 0.0
             rows.append(row)
             mid = len(truth) // 2
-            _save_crops(cfg.out / f"{clip.stem}_{condition}.png", low[mid], {m: r[mid] for m, r in results.items()}, truth[mid])
-            log(f"{clip.name} {condition} ({label}): network {row['network']['psnr']:.2f} dB, lanczos {row['lanczos']['psnr']:.2f} dB, gain {row['gain_db']:+.2f} dB")
-    table = format_table(rows, window)
-    (cfg.out / "eval.json").write_text(json.dumps({"window": window, "weights": str(cfg.weights or "default"), "rows": rows}, indent=2))
+            suffix = "" if kernel == "bicubic" else f"_{kernel}"
+            _save_crops(cfg.out / f"{clip.stem}_{condition}{suffix}.png", low[mid], {m: r[mid] for m, r in results.items()}, truth[mid])
+            log(f"{clip.name} {condition} {kernel} ({label}): network {row['network']['psnr']:.2f} dB, window 1 {row.get('window1', row['network'])['psnr']:.2f}, lanczos {row['lanczos']['psnr']:.2f} dB, gain {row['gain_db']:+.2f} dB")
+    table = format_table(rows, window, header=f"split {cfg.split}; weights {cfg.weights or 'default'} (SHA-256 {digest})")
+    (cfg.out / "eval.json").write_text(json.dumps({"split": cfg.split, "window": window, "weights": str(cfg.weights or "default"), "weights_sha256": digest, "rows": rows}, indent=2))
     (cfg.out / "eval.md").write_text(table + "\n")
     plot_gains(rows, cfg.out / "eval.png")
     return table
@@ -319,11 +376,12 @@ def plot_gains(rows: list[dict], out_png: Path) -> bool:
     except ImportError:
         return False
     clips = sorted({r["clip"] for r in rows})
-    conditions = sorted({r["condition"] for r in rows})
+    label = lambda r: r["condition"] + ("" if r.get("kernel", "bicubic") == "bicubic" else f" {r['kernel']}")  # noqa: E731
+    conditions = list(dict.fromkeys(label(r) for r in rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(clips)), 4))
     width = 0.8 / len(conditions)
     for i, condition in enumerate(conditions):
-        gains = {r["clip"]: r["gain_db"] for r in rows if r["condition"] == condition}
+        gains = {r["clip"]: r["gain_db"] for r in rows if label(r) == condition}
         ax.bar([k + i * width for k in range(len(clips))], [gains.get(c, 0.0) for c in clips], width, label=condition)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks([k + width * (len(conditions) - 1) / 2 for k in range(len(clips))])
@@ -336,21 +394,27 @@ def plot_gains(rows: list[dict], out_png: Path) -> bool:
     return True
 
 
-def format_table(rows: list[dict], window: int) -> str:
+def format_table(rows: list[dict], window: int, header: str = "") -> str:
+    """Markdown: one line per clip and case, then per case (condition, kernel) the mean and worst
+    gain over Lanczos, what the window buys over window 1, and temporal error."""
     lines = [
-        f"window {window}; Y-PSNR dB / SSIM / temporal error (lower is better); gain = network - Lanczos",
+        (header + "; " if header else "") + f"window {window}; Y-PSNR dB / SSIM / temporal error (lower is better); gain = network - Lanczos; time = network - window 1",
         "",
-        "| clip | kind | input (H.264 QP) | weights | bicubic | lanczos | network | gain dB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| clip | kind | input (H.264 QP) | kernel | weights | bicubic | lanczos | window 1 | network | gain dB | time dB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     fmt = lambda s: f"{s['psnr']:.2f} / {s['ssim']:.4f} / {s['temporal']:.2f}"  # noqa: E731
     for r in rows:
         qp = f" ({r['qp']:.1f})" if r.get("qp") is not None else ""
-        lines.append(f"| {r['clip']} ({r['size']}) | {r['kind']} | {r['condition']}{qp} | {r.get('weights', '')} | {fmt(r['bicubic'])} | {fmt(r['lanczos'])} | {fmt(r['network'])} | {r['gain_db']:+.2f} |")
-    for condition in sorted({r["condition"] for r in rows}):
-        sel = [r for r in rows if r["condition"] == condition]
+        w1 = fmt(r["window1"]) if "window1" in r else "="
+        lines.append(f"| {r['clip']} ({r['size']}) | {r['kind']} | {r['condition']}{qp} | {r.get('kernel', 'bicubic')} | {r.get('weights', '')} | {fmt(r['bicubic'])} | {fmt(r['lanczos'])} | {w1} | {fmt(r['network'])} | {r['gain_db']:+.2f} | {r.get('window_gain_db', 0.0):+.2f} |")
+    lines += ["", "| condition | kernel | clips | mean gain dB | worst clip | window vs window 1 dB | temporal network / Lanczos | clips temporally better |", "|---|---|---|---|---|---|---|---|"]
+    for case in dict.fromkeys((r["condition"], r.get("kernel", "bicubic")) for r in rows):
+        sel = [r for r in rows if (r["condition"], r.get("kernel", "bicubic")) == case]
         gains = [r["gain_db"] for r in sel]
         t_net = np.mean([r["network"]["temporal"] for r in sel])
         t_lan = np.mean([r["lanczos"]["temporal"] for r in sel])
-        lines.append(f"| **mean** | | {condition} | | | | | {np.mean(gains):+.2f} (min {min(gains):+.2f}); temporal {t_net:.2f} vs Lanczos {t_lan:.2f} |")
+        better = sum(r["network"]["temporal"] < r["lanczos"]["temporal"] for r in sel)
+        time_gain = np.mean([r.get("window_gain_db", 0.0) for r in sel])
+        lines.append(f"| {case[0]} | {case[1]} | {len(sel)} | {np.mean(gains):+.2f} | {min(gains):+.2f} | {time_gain:+.2f} | {t_net:.2f} / {t_lan:.2f} | {better}/{len(sel)} |")
     return "\n".join(lines)

@@ -43,11 +43,20 @@ def transplant(net: VSRNet, source: VSRNet) -> list[str]:
     """Copy every tensor of ``source`` whose name and shape ``net`` shares; return the names copied.
 
     Residual blocks of ``net.body`` beyond ``source``'s start as the identity (second conv zero).
+    A ``head`` that takes more input channels (a coding condition added, ``cond_channels``)
+    gets ``source``'s weights for the channels they share and zeros for the new ones, so the
+    grown network computes what ``source`` computes.
     """
     own = net.state_dict()
-    copied = [k for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape]
-    net.load_state_dict({**own, **{k: source.state_dict()[k] for k in copied}})
+    theirs = source.state_dict()
+    copied = [k for k, v in theirs.items() if k in own and own[k].shape == v.shape]
+    net.load_state_dict({**own, **{k: theirs[k] for k in copied}})
     with torch.no_grad():
+        old, new = theirs["head.weight"], net.head.weight
+        if old.shape != new.shape and old.shape[0] == new.shape[0] and old.shape[1] < new.shape[1]:
+            new.zero_()
+            new[:, : old.shape[1]] = old
+            copied.append("head.weight")
         for i, block in enumerate(net.body):
             if f"body.{i}.conv2.weight" not in copied:
                 block.conv2.weight.zero_()
@@ -70,6 +79,8 @@ def predict_flows(net: VSRNet, centre: torch.Tensor, other: torch.Tensor) -> lis
     if net.refiner is None:
         ff = net.flow_features(both)
         return [net.estimate_flow(ff[:n], ff[n:].unsqueeze(1))[:, 0]]
+    if net.config.cond_channels:  # the refiner compares features: give them an unknown coding
+        both = torch.cat([both, both.new_zeros(len(both), net.config.cond_channels, *both.shape[-2:])], dim=1)
     feat, ff = net.encode(both)
     coarse = net.estimate_flow(ff[:n], ff[n:].unsqueeze(1))[:, 0]
     _, refined = net.align(feat[:n], feat[n:], coarse)

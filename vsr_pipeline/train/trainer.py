@@ -60,6 +60,8 @@ class TrainConfig:
             to ``lr``.
         extra_data: a second folder written by ``vsr data prepare`` (e.g. compressed clips),
             drawn for a batch with probability ``extra_data_prob``.
+        crop: LR side of the random square crop each batch takes from the stored clips (even;
+            0: the whole clip).
         loss: ``"charbonnier"`` (a smooth L1, robust while the network learns) or ``"mse"`` (the
             squared error Y-PSNR measures, for a last fine-tune), on the output planes, luma x2
             (:func:`loss_fn`).
@@ -86,6 +88,7 @@ class TrainConfig:
     extra_data: Path | None = None
     extra_data_prob: float = 0.0
     loss: str = "charbonnier"
+    crop: int = 0
     model: VSRNetConfig = field(default_factory=VSRNetConfig)
 
     def __post_init__(self) -> None:
@@ -207,7 +210,7 @@ def validate(net: VSRNet, val: ClipArrays, window: int) -> dict[str, float]:
     psnr_net, psnr_bic = [], []
     for i in range(val.count):
         batch = val.batch(torch.tensor([i]), torch.tensor([start]), window).to(device)
-        pred = net(batch.lr_rgb)
+        pred = net(batch.network_input(net.config.cond_channels))
         psnr_net.append(y_psnr(rgb_to_planes(pred, CLIP_SPEC)[0], batch.hr_y))
         bic = F.interpolate(batch.lr_rgb[:, window // 2], scale_factor=2.0, mode="bicubic", align_corners=False)
         psnr_bic.append(y_psnr(rgb_to_planes(bic, CLIP_SPEC)[0], batch.hr_y))
@@ -304,14 +307,15 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
             source = extra_set
         idx = torch.randint(0, source.count, (cfg.batch,), generator=gen)
         starts = torch.randint(0, source.frames - window + 1, (cfg.batch,), generator=gen)
-        batch = source.batch(idx, starts, window, augment=gen).to(device)
+        batch = source.batch(idx, starts, window, augment=gen, crop=cfg.crop).to(device)
+        inputs = batch.network_input(net.config.cond_channels)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg) * group.get("lr_scale", 1.0)
         if cfg.flow_loss_weight > 0 and window > 1:
-            pred, flow_q = net(batch.lr_rgb, return_flow=True)
+            pred, flow_q = net(inputs, return_flow=True)
             loss = loss_fn(pred, batch, cfg.loss) + cfg.flow_loss_weight * flow_loss(batch.lr_rgb, flow_q)
         else:
-            loss = loss_fn(net(batch.lr_rgb), batch, cfg.loss)
+            loss = loss_fn(net(inputs), batch, cfg.loss)
         if cfg.synthetic_flow_weight > 0:
             loss = loss + cfg.synthetic_flow_weight * synthetic_flow_loss(net, batch.lr_rgb[:, 0], gen)
         opt.zero_grad(set_to_none=True)
