@@ -207,3 +207,44 @@ def test_export_of_each_flow_estimator_matches_pytorch(tmp_path, estimator, refi
     with torch.no_grad():
         ref = load_network(path)(frames.unsqueeze(0))
     assert np.abs(out - ref.numpy()).max() < TOLERANCE
+
+
+def test_conditioned_network_exports_and_runs_the_same_in_onnxruntime(tmp_path, clip_with_audio):
+    """A network told how its input was coded (``cond_channels``): the encode graph takes RGB
+    plus the condition planes, ONNX Runtime matches PyTorch, and both backends give the same
+    pictures through the upscale stage on a real H.264 clip (whose QP map feeds the condition)."""
+    from dataclasses import replace
+
+    from conftest import TINY
+
+    torch.manual_seed(0)
+    net = VSRNet(replace(TINY, cond_channels=2))
+    with torch.no_grad():
+        net.tail.weight.normal_(0, 0.01)
+        net.head.weight[:, 3:].normal_(0, 0.5)  # the condition matters
+    weights = tmp_path / "cond.safetensors"
+    save_weights(net, weights)
+    models = cached_onnx(weights, cache=tmp_path / "cache")
+    enc = onnx.load(str(models.encode))
+    dims = [d.dim_value for d in enc.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1] == 5
+    x = torch.rand(1, 5, 24, 32)
+    with torch.no_grad():
+        feat, _ = net.encode(x)
+        changed, _ = net.encode(torch.cat([x[:, :3], 1 - x[:, 3:]], dim=1))
+    o_feat, _ = _session(models.encode).run(None, {"rgb": x.numpy()})
+    assert np.abs(o_feat - feat.numpy()).max() < TOLERANCE
+    assert (changed - feat).abs().max() > 100 * TOLERANCE
+
+    source = open_source(str(clip_with_audio), quantisers=True)
+    try:
+        pictures = [p for p in source if isinstance(p, Picture)][:4]
+    finally:
+        source.close()
+    assert all(p.qp_map is not None for p in pictures)
+    outputs = []
+    for backend in (TorchBackend(weights), OnnxRuntimeBackend(weights, threads=1)):
+        up = VideoUpscaler(backend, window=3, output_spec=pictures[0].spec)
+        outputs.append([o for p in pictures for o in up.push(p)] + up.flush())
+    for a, b in zip(*outputs):
+        assert np.abs(a.y.astype(int) - b.y.astype(int)).max() <= 1
