@@ -266,3 +266,29 @@ def test_missing_split_clip_or_folder_is_an_error(tmp_path):
 
 def test_lossless_qp_map_shape():
     assert lossless_qp_map(17, 33).shape == (2, 3)
+
+
+def test_eval_on_the_sealed_test_split_scores_window_1_and_keeps_a_ledger(tmp_path, tiny_weights):
+    from vsr_pipeline.train.evaluate import EvalConfig, evaluate
+
+    root = tmp_path / "shared"
+    splits = _footage_root(root)
+    data = tmp_path / "footage"
+    prepare_footage(data, root, SMALL, splits=splits, show_progress=False)
+    messages: list[str] = []
+    cfg = EvalConfig(data=data, weights=tiny_weights, frames=4, out=tmp_path / "eval", split="test", cases=(("clean", "bicubic"), ("crf28", "area")))
+    table = evaluate(cfg, log=messages.append)
+    rows = json.loads((tmp_path / "eval" / "eval.json").read_text())["rows"]
+    assert [(r["clip"], r["condition"], r["kernel"], r["kind"], r["frames"], r["size"]) for r in rows] == [
+        ("d_test.mkv", "clean", "bicubic", "camera", 4, "64x48"),
+        ("d_test.mkv", "crf28", "area", "camera", 4, "64x48"),
+    ]
+    for r in rows:
+        assert r["window_gain_db"] == pytest.approx(r["network"]["psnr"] - r["window1"]["psnr"])
+        assert 15 < r["window1"]["psnr"] < 60
+    assert rows[1]["qp"] is not None and rows[0]["qp"] is None
+    assert table.startswith("split test; weights ")
+    assert not any("scored on the sealed test set before" in m for m in messages)
+    evaluate(cfg, log=messages.append)
+    assert any("scored on the sealed test set before" in m for m in messages)
+    assert len((data / "test_scores.jsonl").read_text().splitlines()) == 2

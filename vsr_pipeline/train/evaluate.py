@@ -327,11 +327,28 @@ def weights_sha256(weights: Path | str | None) -> str:
     return file_sha256(Path(weights) if weights else default_weights_path())
 
 
+def _record_test_use(cfg: EvalConfig, digest: str, log) -> None:
+    """Append this scoring to ``<data>/test_scores.jsonl`` and say so when these weights (and
+    options) were scored on the sealed test set before: it is scored once per candidate."""
+    import datetime
+
+    ledger = cfg.data / "test_scores.jsonl"
+    entry = {"weights_sha256": digest, "weights": str(cfg.weights or "default"), "mirror": cfg.mirror, "window": cfg.window, "cases": [list(c) for c in cfg.all_cases()], "frames": cfg.frames}
+    before = [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()] if ledger.is_file() else []
+    again = [e for e in before if all(e.get(k) == v for k, v in entry.items() if k != "cases")]
+    if again:
+        log(f"note: these weights were scored on the sealed test set before ({again[-1].get('date', '?')}); the test set is for one score per candidate, never for choosing")
+    with open(ledger, "a") as f:
+        f.write(json.dumps({**entry, "date": datetime.datetime.now().isoformat(timespec="seconds")}) + "\n")
+
+
 def evaluate(cfg: EvalConfig, *, log=print) -> str:
     """Run the evaluation; write ``eval.json``, ``eval.md`` and crops; return the markdown table."""
     clips, kinds = _clips(cfg)
     backends = BackendChooser(cfg.weights, cfg.mirror)
     digest = weights_sha256(cfg.weights)
+    if cfg.split == "test":
+        _record_test_use(cfg, digest, log)
 
     window = cfg.window
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """``vsr train``: reproducible training of the video SR network.
 
-Seeded, checkpointed every validation (``checkpoint.pt`` in the run folder; a second run with the
-same folder resumes where the first stopped), validated every ``val_every`` steps against bicubic
+Seeded, checkpointed every validation (``checkpoint.pt`` in the run folder, and the weights of
+that step as ``stepNNNNNN.safetensors`` to evaluate later; a second run with the same folder
+resumes where the first stopped), validated every ``val_every`` steps against bicubic
 on held-out photographs, logged as JSON lines (``log.jsonl``) and plotted (``curves.png``).
 The final weights are written as safetensors.
 """
@@ -332,6 +333,7 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
             with open(log_path, "a") as f:
                 f.write(json.dumps({"step": step, **last}) + "\n")
             log(f"step {step}/{cfg.steps} loss {running:.5f} val Y-PSNR {last['val_psnr']:.2f} dB (bicubic {last['val_psnr_bicubic']:.2f}, gain {last['val_gain_db']:+.2f})")
+            save_weights(net, cfg.run / f"step{step:06d}.safetensors", extra={"trained_steps": str(step), "val": json.dumps(last)})  # to choose on validation later
             tmp = ckpt_path.with_suffix(".partial")
             torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step}, tmp)
             os.replace(tmp, ckpt_path)
