@@ -78,7 +78,7 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> N
             "reports no quantiser (HEVC, AV1, ...) gets 'compressed'; lossless or raw input 'default'"
         )
     else:
-        weights_help += " (default: 'default'; 'auto' needs frames before the network is built, so live input names the weights)"
+        weights_help += " (default: 'default'; 'auto' needs frames before the network is built, so on live input it takes 'default' and says so)"
     p.add_argument("--weights", type=_weights, default="auto" if files else None, metavar="NAME|FILE", help=weights_help)
     if files:
         p.add_argument("--mirror", choices=("auto", "on", "off"), default="auto", help="mirror ensemble: also run the network on the mirrored picture and average the two (2x the MACs, half the speed; +0.03 to +0.09 dB on H.264 CRF 28). auto (default): on for lossy-coded input, the inputs 'auto' gives 'compressed' or 'heavy'")
@@ -339,11 +339,17 @@ def cmd_stream(args) -> int:
         codec=args.codec, crf=args.crf, bitrate=_rate(args.bitrate, "--bitrate"), preset=args.preset,
         audio_bitrate=_rate(args.audio_bitrate, "--audio-bitrate"), hls_time=args.hls_time, hls_list_size=args.hls_list_size,
     )
+    weights = args.weights
+    if weights == "auto":  # the file default, met by 'vsr upscale LIVE_URL': the network is built before any frame
+        weights = None
+        _log("weights: default (auto on a live input: the network is built before the first frame arrives; pass --weights compressed or heavy for a lossy feed)")
+    if args.mirror == "auto":
+        _log("mirror ensemble: off (auto on a live input: it would halve the frames the network can upscale in time)")
     config = StreamConfig(
         input=args.input, output=args.output, encoding=encoding, keyint_seconds=args.keyint, latency=args.latency,
         stall_timeout=args.stall_timeout, connect_timeout=args.connect_timeout, reconnect_max=args.reconnect_max,
         slate=args.slate, duration=args.duration, backend=args.backend, device=args.device, window=args.window,
-        weights=args.weights, mirror=args.mirror == "on", threads=args.threads, scene_cuts=not args.no_scene_cuts,
+        weights=weights, mirror=args.mirror == "on", threads=args.threads, scene_cuts=not args.no_scene_cuts,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host,
         faces=args.faces, face_weights=args.face_weights, face_every=args.face_every,
     )

@@ -292,3 +292,14 @@ def test_eval_on_the_sealed_test_split_scores_window_1_and_keeps_a_ledger(tmp_pa
     evaluate(cfg, log=messages.append)
     assert any("scored on the sealed test set before" in m for m in messages)
     assert len((data / "test_scores.jsonl").read_text().splitlines()) == 2
+
+
+def test_conditioned_network_cost_is_counted():
+    """``vsr info`` and the MACs metric count a conditioned network (two more input planes into
+    the first convolution: 2 x 3 x 3 MACs per feature channel and pixel more)."""
+    from vsr_pipeline.models.macs import count_macs
+
+    plain, cond = VSRNet(TINY), VSRNet(replace(TINY, cond_channels=2))
+    extra = count_macs(cond, 64, 64) - count_macs(plain, 64, 64)
+    assert extra == pytest.approx(2 * 9 * TINY.channels * 64 * 64)
+

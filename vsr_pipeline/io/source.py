@@ -104,7 +104,7 @@ class AvSource:
             raise InputError(f"{name} has no video stream")
         self._video = videos[0]
         ctx = self._video.codec_context
-        if quantisers:
+        if quantisers and ctx.name == "h264":  # only H.264's decoder exports them; others keep frame threads
             ctx.thread_type = "SLICE"
             ctx.options = {**ctx.options, "export_side_data": "venc_params"}
         else:

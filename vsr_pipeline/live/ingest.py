@@ -206,8 +206,11 @@ class LiveInput:
         video = next(s for s in container.streams if s.type == "video")
         # The H.264 decoder's quantisers feed the network's coding condition (Picture.qp_map);
         # frame threads would export half-written QP tables (see io.source.AvSource).
-        video.codec_context.thread_type = "SLICE"
-        video.codec_context.options = {**video.codec_context.options, "export_side_data": "venc_params"}
+        if video.codec_context.name == "h264":
+            video.codec_context.thread_type = "SLICE"
+            video.codec_context.options = {**video.codec_context.options, "export_side_data": "venc_params"}
+        else:
+            video.codec_context.thread_type = "AUTO"
         audio = next((s for s in container.streams if s.type == "audio"), None)
         resampler = av.AudioResampler(format="fltp", layout="stereo" if CHANNELS == 2 else "mono", rate=RATE) if audio is not None else None
         announced = False

@@ -40,7 +40,8 @@ def count_macs(net: VSRNet, height: int, width: int, window: int | None = None) 
     handles = [m.register_forward_hook(conv_hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
     try:
         rgb = torch.rand(1, 3, _PROBE, _PROBE)
-        feat, flow_feat = net.encode(rgb)
+        cond = torch.zeros(1, net.config.cond_channels, _PROBE, _PROBE)  # the coding condition, if any
+        feat, flow_feat = net.encode(torch.cat([rgb, cond], dim=1))
         encode_macs = total
         total = 0.0
         feats = feat.unsqueeze(1).expand(1, window, *feat.shape[1:])
