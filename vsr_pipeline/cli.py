@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--seed", type=int, default=0, help="seed of every random choice; the same seed gives the same data (default 0)")
     prep.add_argument("--footage", action="store_true", help="instead: real footage from the shared data folder, split into training pairs, validation and the sealed test set (default --out data/footage)")
     prep.add_argument("--shared", type=Path, default=None, metavar="DIR", help="with --footage: the shared data folder holding video/ and faces/video/ (default ../shared/data beside the repository, or $VSR_SHARED_DATA)")
-    prep.add_argument("--pairs-per-clip", type=int, default=64, metavar="N", help="with --footage: training pairs cut from each training clip (face videos a third; default 64)")
+    prep.add_argument("--pairs-per-clip", type=int, default=96, metavar="N", help="with --footage: training pairs cut from each training clip (face videos a third; default 96)")
     sample = data_sub.add_parser("sample", help="rebuild the bundled sample clip from validation photographs")
     sample.add_argument("--out", type=Path, default=Path("vsr_pipeline/data/sample.mp4"), help="where the clip goes (default: the bundled sample)")
     sample.add_argument("--cache", type=Path, default=Path("data/cache"), help="where packages are downloaded and unpacked")
@@ -474,9 +474,7 @@ def cmd_soup(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .train.evaluate import EvalConfig, evaluate
-
-    from .train.evaluate import STANDARD_CASES
+    from .train.evaluate import STANDARD_CASES, EvalConfig, evaluate
 
     standard = args.standard or (args.split != "holdout" and args.conditions is None and args.kernels is None)
     data = args.data if args.data is not None else Path("data/vsr" if args.split == "holdout" else "data/footage")

@@ -171,8 +171,9 @@ _H264_PARAMS = 1
 
 
 #: FFmpeg decoder names of lossless, raw and near-lossless mezzanine formats: ``auto`` runs the
-#: default weights on them, and their pictures get a zero ``qp_map``. Any other codec that reports no quantiser (HEVC, AV1, VP9, MPEG-2,
-#: MJPEG, ...) is taken as lossy and gets ``compressed``.
+#: default weights on them, and their pictures get a zero ``qp_map``. Any other codec that
+#: reports no quantiser (HEVC, AV1, VP9, MPEG-2, MJPEG, ...) is taken as lossy and gets
+#: ``compressed``.
 UNCOMPRESSED_CODECS = frozenset(
     {"rawvideo", "ffv1", "huffyuv", "ffvhuff", "utvideo", "magicyuv", "png", "apng", "qtrle", "v210", "v308", "v408", "v410", "r210", "yuv4", "prores", "dnxhd", "cfhd", "hqx", "tiff", "bmp", "dpx", "exr", "zlib", "lagarith"}
 )

@@ -137,7 +137,7 @@ class FootageConfig:
 
     frames: int = 7
     hr_size: int = 256
-    pairs_per_clip: int = 64
+    pairs_per_clip: int = 96
     val_pairs_per_clip: int = 24
     predownscale_prob: float = 0.4
     segment_frames: int = 12
