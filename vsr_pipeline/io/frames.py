@@ -81,7 +81,7 @@ class Picture:
         index: position of the frame in decode order, from 0.
         tags: colour metadata to carry to the output.
         qp: mean H.264 quantiser of the frame's macroblocks as the decoder reports it (0-51,
-            higher is coarser; see :func:`h264_qp`), None where the decoder reports none.
+            higher is coarser; the mean of ``qp_map``), None where the decoder reports none.
         qp_map: ``(ceil(H/16), ceil(W/16))`` float32 quantiser of every 16x16 macroblock
             (:data:`QP_BLOCK`), row-major as in the picture: what the H.264 decoder reports, or
             zeros for lossless input (:func:`lossless_qp_map`); None where nothing is known.
@@ -197,12 +197,6 @@ def _quantisers(frame) -> dict:
     """``{"qp": mean, "qp_map": map}`` of an H.264 frame (see :func:`h264_qp_map`); empty otherwise."""
     qp_map = h264_qp_map(frame)
     return {} if qp_map is None else {"qp": float(qp_map.mean()), "qp_map": qp_map}
-
-
-def h264_qp(frame) -> float | None:
-    """Mean quantiser of an H.264 frame's macroblocks (:func:`h264_qp_map`), None where unknown."""
-    qp_map = h264_qp_map(frame)
-    return None if qp_map is None else float(qp_map.mean())
 
 
 def h264_qp_map(frame) -> np.ndarray | None:
