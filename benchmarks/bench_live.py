@@ -5,7 +5,7 @@ on loopback; reports end-to-end latency (measured outside the pipeline: a flash 
     python benchmarks/bench_live.py --size 160x90 --seconds 20 --latency 0.6
     python benchmarks/bench_live.py --size 320x180 --weights engines/vsrnet_x2.safetensors
 
-The peers and the flash/beep signal are those of the live tests (tests/live/streams.py).
+The peers and the flash/beep signal are those of the live tests (tests/run/streams.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "live"))
+sys.path.insert(0, str(ROOT / "tests" / "run"))
 
 import streams  # noqa: E402
 

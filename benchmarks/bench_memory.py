@@ -16,7 +16,7 @@ from pathlib import Path
 
 _CHILD = """
 import json, resource, sys, time
-from vsr_pipeline.pipeline import UpscaleConfig, run_upscale
+from vsr_pipeline.run.file_job import UpscaleConfig, run_upscale
 t = time.perf_counter()
 weights = None if sys.argv[3] == "default" else sys.argv[3]
 s = run_upscale(UpscaleConfig(input=sys.argv[1], output=sys.argv[2], weights=weights, mirror=sys.argv[4]), log=lambda _: None, progress=False)

@@ -36,7 +36,7 @@ def main() -> None:
     from vsr_pipeline.io.sink import EncoderSettings
     from vsr_pipeline.io.source import open_source
     from vsr_pipeline.models.weights import weights_argument
-    from vsr_pipeline.pipeline import UpscaleConfig, run_upscale
+    from vsr_pipeline.run.file_job import UpscaleConfig, run_upscale
     from vsr_pipeline.upscaler import VideoUpscaler
 
     ap = argparse.ArgumentParser(description=__doc__)

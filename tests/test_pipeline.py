@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from conftest import ffmpeg, ffprobe_json
 from vsr_pipeline.io.source import open_source
 from vsr_pipeline.metrics import PipelineMetrics
-from vsr_pipeline.pipeline import UpscaleConfig, run_upscale
+from vsr_pipeline.run.file_job import UpscaleConfig, run_upscale
 
 
 def _config(src: Path, dst: Path, weights: Path, **kwargs) -> UpscaleConfig:

@@ -247,7 +247,7 @@ def _fixed_weights(value: str) -> Path:
 
 def _upscale_config(args: argparse.Namespace, input_: str, output: str):
     from .io.sink import EncoderSettings
-    from .pipeline import UpscaleConfig
+    from .run.file_job import UpscaleConfig
 
     return UpscaleConfig(
         input=input_,
@@ -289,7 +289,7 @@ def _raise_terminated(signum, frame) -> None:
 
 def cmd_upscale(args) -> int:
     from .io.urls import parse_endpoint
-    from .pipeline import run_upscale
+    from .run.file_job import run_upscale
 
     if args.input is None:
         args.out = Path("vsr-demo")
@@ -332,8 +332,8 @@ def _rate(text: str | None, option: str) -> int | None:
 
 
 def cmd_stream(args) -> int:
-    from .live.output import LiveEncoding
-    from .live.stream import StreamConfig, run_stream
+    from .io.live_output import LiveEncoding
+    from .run.live_job import StreamConfig, run_stream
 
     encoding = LiveEncoding(
         codec=args.codec, crf=args.crf, bitrate=_rate(args.bitrate, "--bitrate"), preset=args.preset,
@@ -376,7 +376,7 @@ def cmd_stream(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import sample_clip, side_by_side
-    from .pipeline import run_upscale
+    from .run.file_job import run_upscale
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

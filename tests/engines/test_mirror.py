@@ -9,7 +9,7 @@ from vsr_pipeline.engines.mirror import MirrorEnsemble
 from vsr_pipeline.engines.select import create_backend
 from vsr_pipeline.engines.torch_backend import TorchBackend
 from vsr_pipeline.models.weights import choose_mirror, load_network
-from vsr_pipeline.pipeline import _macs_per_frame
+from vsr_pipeline.run.file_job import _macs_per_frame
 
 torch.set_num_threads(1)
 

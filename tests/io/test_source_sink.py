@@ -22,7 +22,7 @@ from vsr_pipeline.engines.select import create_backend
 from vsr_pipeline.io.frames import Picture, picture_from_frame
 from vsr_pipeline.io.sink import EncoderSettings, output_spec
 from vsr_pipeline.io.source import open_source
-from vsr_pipeline.pipeline import UpscaleConfig, run_upscale
+from vsr_pipeline.run.file_job import UpscaleConfig, run_upscale
 from vsr_pipeline.scenecut import SceneCutDetector
 from vsr_pipeline.upscaler import VideoUpscaler
 

@@ -15,9 +15,9 @@ import pytest
 from vsr_pipeline.errors import ConfigError
 from vsr_pipeline.io.bridge import TimeoutReader, egress_command, ingest_command
 from vsr_pipeline.io.urls import parse_endpoint
-from vsr_pipeline.live.audio import CHANNELS, AudioTimeline
-from vsr_pipeline.live.output import LiveEncoding, video_options
-from vsr_pipeline.live.stream import Clock, SlotMapper
+from vsr_pipeline.io.audio import CHANNELS, AudioTimeline
+from vsr_pipeline.io.live_output import LiveEncoding, video_options
+from vsr_pipeline.run.live_job import Clock, SlotMapper
 
 
 @pytest.mark.parametrize(

@@ -44,12 +44,12 @@ from ..io.frames import Picture
 from ..io.sink import check_encoder, output_spec
 from ..io.urls import Endpoint, parse_endpoint
 from ..metrics import DROP_REASONS, LiveMetrics, MetricsServer
-from ..pipeline import face_engine
+from .file_job import face_engine
 from ..scenecut import SceneCutDetector
 from ..upscaler import VideoUpscaler
-from .audio import RATE, AudioTimeline
-from .ingest import AudioEvent, Connected, LiveInput, Stall, StreamFormat, VideoEvent
-from .output import LiveEncoding, LiveOutput
+from ..io.audio import RATE, AudioTimeline
+from ..io.ingest import AudioEvent, Connected, LiveInput, Stall, StreamFormat, VideoEvent
+from ..io.live_output import LiveEncoding, LiveOutput
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from conftest import ffprobe_json
 from streams import RATE, SIZE, VSR, finish, av_offsets, flash_onsets, free_port, read_file, sender, udp, wait_for_line
 from vsr_pipeline.engines.base import Backend
 from vsr_pipeline.engines.select import create_backend
-from vsr_pipeline.live.stream import StreamConfig, run_stream
+from vsr_pipeline.run.live_job import StreamConfig, run_stream
 from vsr_pipeline.metrics import LiveMetrics
 
 
@@ -250,7 +250,7 @@ def test_output_down_at_start_is_retried_until_the_receiver_comes(tmp_path):
     from vsr_pipeline.colour import ColourSpec
     from vsr_pipeline.io.frames import ColourTags, Picture
     from vsr_pipeline.io.urls import parse_endpoint
-    from vsr_pipeline.live.output import LiveEncoding, LiveOutput
+    from vsr_pipeline.io.live_output import LiveEncoding, LiveOutput
 
     port = free_port(socket.SOCK_STREAM)
     spec = ColourSpec("bt709", False, 8, (2, 2))

@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .colour import ColourSpec
-from .engines.base import Backend
-from .engines.select import create_backend, resolve
-from .errors import ConfigError, VsrError
-from .io.frames import Picture
-from .io.sink import EncoderSettings, Sink, check_encoder, open_sink, output_spec
-from .io.source import Passthrough, Source, open_source
-from .metrics import MetricsServer, PipelineMetrics
-from .scenecut import SceneCutDetector
-from .upscaler import VideoUpscaler
+from ..colour import ColourSpec
+from ..engines.base import Backend
+from ..engines.select import create_backend, resolve
+from ..errors import ConfigError, VsrError
+from ..io.frames import Picture
+from ..io.sink import EncoderSettings, Sink, check_encoder, open_sink, output_spec
+from ..io.source import Passthrough, Source, open_source
+from ..metrics import MetricsServer, PipelineMetrics
+from ..scenecut import SceneCutDetector
+from ..upscaler import VideoUpscaler
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def face_engine(mode: str, weights: Path | None, every: int, metrics: PipelineMe
     """The face engine for ``--faces mode``, or None (``off``, or ``auto`` where it cannot run)."""
     if mode == "off":
         return None
-    from .faces.engine import FaceEngine, FaceEngineConfig
+    from ..faces.engine import FaceEngine, FaceEngineConfig
 
     try:
         engine = FaceEngine(FaceEngineConfig(every=every, weights=weights), on_frame=metrics.face_frame)
@@ -292,7 +292,7 @@ def _peek(source: Source, pictures: int = 1) -> tuple[list[Picture], list, Itera
             if len(found) == pictures:
                 break
     if not found:
-        from .errors import InputError
+        from ..errors import InputError
 
         raise InputError(f"{source.info.name}: no video frame could be decoded")
     return found, head, it
@@ -301,7 +301,7 @@ def _peek(source: Source, pictures: int = 1) -> tuple[list[Picture], list, Itera
 def resolve_weights(weights: Path | str | None, pictures: list[Picture], codec: str, log: Callable[[str], None]) -> Path | None:
     """The weights file to run: ``weights`` itself, or for ``auto`` the shipped weights picked
     from the codec and quantisers of the source's first ``pictures`` (logged with the reason)."""
-    from .models.weights import AUTO, choose_weights, weights_argument
+    from ..models.weights import AUTO, choose_weights, weights_argument
 
     if weights != AUTO:
         return weights
@@ -313,7 +313,7 @@ def resolve_weights(weights: Path | str | None, pictures: list[Picture], codec: 
 def resolve_mirror(mirror: str, pictures: list[Picture], codec: str, log: Callable[[str], None]) -> bool:
     """Whether to run the mirror ensemble: ``mirror`` itself, or for ``auto`` whether the source
     is lossy-coded, judged from its codec and first ``pictures``' quantisers (logged with the reason)."""
-    from .models.weights import AUTO, choose_mirror
+    from ..models.weights import AUTO, choose_mirror
 
     if mirror != AUTO:
         return mirror == "on"
@@ -342,7 +342,7 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
         VsrError: any problem the user can act on (bad input, output, option, backend).
         KeyboardInterrupt: on Ctrl-C, after removing the partial output.
     """
-    from .models.weights import AUTO, AUTO_PROBE_FRAMES
+    from ..models.weights import AUTO, AUTO_PROBE_FRAMES
 
     config.check()
     metrics = metrics or PipelineMetrics()
@@ -409,8 +409,8 @@ def run_upscale(config: UpscaleConfig, *, log: Callable[[str], None] = print, pr
 def _macs_per_frame(backend: Backend, height: int, width: int, window: int) -> float:
     """MACs per frame of the backend's network (counted on a fresh net of the same shape), times
     the network's runs per frame (2 under the mirror ensemble)."""
-    from .models.macs import count_macs
-    from .models.vsrnet import VSRNet
+    from ..models.macs import count_macs
+    from ..models.vsrnet import VSRNet
 
     return count_macs(VSRNet(backend.config), height, width, window) * backend.passes
 

@@ -22,10 +22,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import InputError
-from ..io.bridge import Bridge, ingest_command
-from ..io.frames import Picture, picture_from_frame
-from ..io.rtp import RtpTsReader
-from ..io.urls import Endpoint
+from .bridge import Bridge, ingest_command
+from .frames import Picture, picture_from_frame
+from .rtp import RtpTsReader
+from .urls import Endpoint
 from .audio import CHANNELS, RATE
 
 #: Demuxer options for live inputs: probe briefly, and drop (``nobuffer``) the packets read while

@@ -26,10 +26,10 @@ import numpy as np
 from .._files import partial_path
 from ..colour import ColourSpec
 from ..errors import OutputError
-from ..io.bridge import Bridge, egress_command
-from ..io.frames import ColourTags, Picture, format_name, frame_from_planes
-from ..io.urls import Endpoint
-from ..io.sink import check_picture_size
+from .bridge import Bridge, egress_command
+from .frames import ColourTags, Picture, format_name, frame_from_planes
+from .urls import Endpoint
+from .sink import check_picture_size
 from .audio import CHANNELS, RATE
 
 _AAC_FRAME = 1024

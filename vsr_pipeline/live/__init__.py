@@ -1,1 +1,0 @@
-"""Live streams: real-time pacing, graceful degradation, reconnects (see :mod:`.stream`)."""
