@@ -16,10 +16,11 @@ from pathlib import Path
 
 _CHILD = """
 import json, resource, sys, time
-from vsr_pipeline.run.file_job import UpscaleConfig, run_upscale
+from vsr_pipeline.run.file_job import run_file
+from vsr_pipeline.run.options import RunOptions
 t = time.perf_counter()
 weights = None if sys.argv[3] == "default" else sys.argv[3]
-s = run_upscale(UpscaleConfig(input=sys.argv[1], output=sys.argv[2], weights=weights, mirror=sys.argv[4]), log=lambda _: None, progress=False)
+s = run_file(RunOptions(input=sys.argv[1], output=sys.argv[2], weights=weights, mirror=sys.argv[4]), log=lambda _: None, progress=False)
 print(json.dumps({"frames": s.frames, "seconds": time.perf_counter() - t, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

@@ -36,7 +36,8 @@ def main() -> None:
     from vsr_pipeline.io.sink import EncoderSettings
     from vsr_pipeline.io.source import open_source
     from vsr_pipeline.models.weights import weights_argument
-    from vsr_pipeline.run.file_job import UpscaleConfig, run_upscale
+    from vsr_pipeline.run.file_job import run_file
+    from vsr_pipeline.run.options import RunOptions
     from vsr_pipeline.upscaler import VideoUpscaler
 
     ap = argparse.ArgumentParser(description=__doc__)
@@ -70,7 +71,7 @@ def main() -> None:
         n += len(upscaler.flush())
         model_fps = n / (time.perf_counter() - started)
 
-        summary = run_upscale(UpscaleConfig(input=str(clip), output=str(Path(tmp) / "out.mp4"), backend=name, device=device, window=window, weights=args.weights, encoder=EncoderSettings()), log=lambda s: None, progress=False, backend=backend)
+        summary = run_file(RunOptions(input=str(clip), output=str(Path(tmp) / "out.mp4"), backend=name, device=device, window=window, weights=args.weights, encoder=EncoderSettings()), log=lambda s: None, progress=False, backend=backend)
         pipe_fps = summary.fps
     print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads; python {platform.python_version()}; torch {torch.__version__}")
     print(f"input {args.width}x{args.height}, {args.frames} frames, backend {name}/{device}, window {window}, weights {args.weights or 'default'}, mirror {args.mirror}")

@@ -31,10 +31,11 @@ def ffmpeg(*args: str) -> None:
 
 
 def benchmark_module(name: str):
-    """Import ``benchmarks/NAME.py`` (the benchmarks folder is not a package)."""
+    """Import ``benchmarks/NAME.py``; NAME may name a subfolder, e.g. ``experiments/holdout_motion``
+    (the benchmarks folder is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(Path(name).name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

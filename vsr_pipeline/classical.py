@@ -22,7 +22,7 @@ def upscale_picture(picture: Picture, scale: int = 2, method: Method = "LANCZOS"
     frame = frame_from_planes(picture.y, picture.u, picture.v, picture.spec, picture.tags)
     out = frame.reformat(width=picture.width * scale, height=picture.height * scale, interpolation=method)
     resized = picture_from_frame(out)
-    return replace(picture, y=resized.y, u=resized.u, v=resized.v)
+    return replace(picture, y=resized.y, u=resized.u, v=resized.v, qp_map=None)
 
 
 def upscale_to(picture: Picture, spec: ColourSpec, scale: int = 2, method: Method = "LANCZOS") -> Picture:
@@ -31,7 +31,7 @@ def upscale_to(picture: Picture, spec: ColourSpec, scale: int = 2, method: Metho
     frame = frame_from_planes(picture.y, picture.u, picture.v, picture.spec, picture.tags)
     out = frame.reformat(width=picture.width * scale, height=picture.height * scale, format=format_name(spec), interpolation=method)
     resized = picture_from_frame(out)
-    return replace(picture, y=resized.y, u=resized.u, v=resized.v, spec=spec)
+    return replace(picture, y=resized.y, u=resized.u, v=resized.v, spec=spec, qp_map=None)
 
 
 def black(width: int, height: int, spec: ColourSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ import json
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import ConfigError, VsrError
@@ -105,7 +106,7 @@ def _add_live_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bitrate", default=None, metavar="RATE", help="video bitrate, e.g. 20M (capped VBR); default: constant quality --crf")
     g.add_argument("--audio-bitrate", default="128k", metavar="RATE", help="AAC bitrate (default 128k)")
     g.add_argument("--stall-timeout", type=float, default=1.0, metavar="S", help="seconds without input data before reconnecting (default 1)")
-    g.add_argument("--connect-timeout", type=float, default=30.0, metavar="S", help="give up if the first connection takes longer (0: wait forever; default 30)")
+    g.add_argument("--connect-timeout", type=float, default=0.0, metavar="S", help="give up if the first input connection takes longer than S seconds (default 0: wait forever, retrying, as a listener waits for its sender)")
     g.add_argument("--reconnect-max", type=float, default=5.0, metavar="S", help="longest delay between reconnection attempts (default 5)")
     g.add_argument("--slate", choices=("repeat", "black"), default="repeat", help="what fills an input stall: the last frame (default) or black")
     g.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of output (default: run until SIGTERM/Ctrl-C)")
@@ -245,29 +246,43 @@ def _fixed_weights(value: str) -> Path:
     return Path(_weights(value))
 
 
-def _upscale_config(args: argparse.Namespace, input_: str, output: str):
+def _run_options(args: argparse.Namespace, input_: str, output: str):
+    """The :class:`~.run.options.RunOptions` of ``vsr upscale``, ``vsr stream`` and ``vsr demo``
+    (the live options only where the command has them)."""
     from .io.sink import EncoderSettings
-    from .run.file_job import UpscaleConfig
+    from .run.options import LiveOptions, RunOptions
 
-    return UpscaleConfig(
+    encoder = EncoderSettings(codec=args.codec, crf=args.crf, preset=args.preset, container=getattr(args, "container", None))
+    live = LiveOptions()
+    if hasattr(args, "latency"):
+        encoder = replace(
+            encoder, bitrate=_rate(args.bitrate, "--bitrate"), audio_bitrate=_rate(args.audio_bitrate, "--audio-bitrate"),
+            hls_time=args.hls_time, hls_list_size=args.hls_list_size,
+        )
+        live = LiveOptions(
+            keyint_seconds=args.keyint, latency=args.latency, stall_timeout=args.stall_timeout, connect_timeout=args.connect_timeout,
+            reconnect_max=args.reconnect_max, slate=args.slate, duration=args.duration,
+        )
+    return RunOptions(
         input=input_,
         output=output,
         scale=args.scale,
-        encoder=EncoderSettings(codec=args.codec, crf=args.crf, preset=args.preset, container=args.container),
+        encoder=encoder,
         backend=args.backend,
         device=args.device,
         window=args.window,
         weights=args.weights,
         mirror=args.mirror,
-        queue_size=args.queue,
         threads=args.threads,
         scene_cuts=not args.no_scene_cuts,
-        metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
-        metrics_linger=args.metrics_linger,
         faces=args.faces,
         face_weights=args.face_weights,
         face_every=args.face_every,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        queue_size=getattr(args, "queue", 8),
+        metrics_linger=getattr(args, "metrics_linger", 0.0),
+        live=live,
     )
 
 
@@ -288,22 +303,20 @@ def _raise_terminated(signum, frame) -> None:
 
 
 def cmd_upscale(args) -> int:
-    from .io.urls import parse_endpoint
-    from .run.file_job import run_upscale
+    from .run.file_job import run_file
 
     if args.input is None:
         args.out = Path("vsr-demo")
         return cmd_demo(args)
     if args.output is None:
         raise VsrError("missing OUTPUT: vsr upscale INPUT OUTPUT (or no arguments for the demo)")
-    source, target = parse_endpoint(args.input, output=False), parse_endpoint(args.output, output=True)
+    options = _run_options(args, args.input, args.output)
+    source, _ = options.check()
     if source.live:
-        return cmd_stream(args)
-    if target.live:
-        raise VsrError(f"{args.output}: a live output needs a live input (send a file live with: ffmpeg -re -i FILE -c copy -f mpegts udp://...)")
+        return _stream(options)
     previous = _install(signal.SIGTERM, _raise_terminated)
     try:
-        summary = run_upscale(_upscale_config(args, args.input, args.output), log=_log, progress=_progress(args))
+        summary = run_file(options, log=_log, progress=_progress(args))
     finally:
         _install(signal.SIGTERM, previous)
     print(summary.line())
@@ -332,27 +345,13 @@ def _rate(text: str | None, option: str) -> int | None:
 
 
 def cmd_stream(args) -> int:
-    from .io.live_output import LiveEncoding
-    from .run.live_job import StreamConfig, run_stream
+    return _stream(_run_options(args, args.input, args.output))
 
-    encoding = LiveEncoding(
-        codec=args.codec, crf=args.crf, bitrate=_rate(args.bitrate, "--bitrate"), preset=args.preset,
-        audio_bitrate=_rate(args.audio_bitrate, "--audio-bitrate"), hls_time=args.hls_time, hls_list_size=args.hls_list_size,
-    )
-    weights = args.weights
-    if weights == "auto":  # the file default, met by 'vsr upscale LIVE_URL': the network is built before any frame
-        weights = None
-        _log("weights: default (auto on a live input: the network is built before the first frame arrives; pass --weights compressed or heavy for a lossy feed)")
-    if args.mirror == "auto":
-        _log("mirror ensemble: off (auto on a live input: it would halve the frames the network can upscale in time)")
-    config = StreamConfig(
-        input=args.input, output=args.output, encoding=encoding, keyint_seconds=args.keyint, latency=args.latency,
-        stall_timeout=args.stall_timeout, connect_timeout=args.connect_timeout, reconnect_max=args.reconnect_max,
-        slate=args.slate, duration=args.duration, backend=args.backend, device=args.device, window=args.window,
-        weights=weights, mirror=args.mirror == "on", threads=args.threads, scene_cuts=not args.no_scene_cuts,
-        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-        faces=args.faces, face_weights=args.face_weights, face_every=args.face_every,
-    )
+
+def _stream(options) -> int:
+    """Run a live job; SIGTERM and Ctrl-C drain, a second signal stops at once."""
+    from .run.live_job import run_live
+
     stop, halt = threading.Event(), threading.Event()
     received: list[int] = []
 
@@ -366,7 +365,7 @@ def cmd_stream(args) -> int:
 
     previous = {s: _install(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        summary = run_stream(config, log=_log, stop=stop, halt=halt)
+        summary = run_live(options, log=_log, stop=stop, halt=halt)
     finally:
         for s, handler in previous.items():
             _install(s, handler)
@@ -376,13 +375,13 @@ def cmd_stream(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import sample_clip, side_by_side
-    from .run.file_job import run_upscale
+    from .run.file_job import run_file
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     clip = sample_clip()
     target = out / "sample_x2.mp4"
-    summary = run_upscale(_upscale_config(args, str(clip), str(target)), log=_log, progress=_progress(args))
+    summary = run_file(_run_options(args, str(clip), str(target)), log=_log, progress=_progress(args))
     print(summary.line())
     png = side_by_side(str(clip), str(target), out / "side_by_side.png")
     print(f"side-by-side (input, Lanczos, ours): {png}")
@@ -489,7 +488,7 @@ def cmd_eval(args) -> int:
 
 def cmd_faces(args) -> int:
     if args.faces_command == "train":
-        from .faces.train import FaceTrainConfig, train_face_sr
+        from .train.face_train import FaceTrainConfig, train_face_sr
 
         from .faces.face_sr import FaceSRConfig
 
@@ -509,7 +508,7 @@ def cmd_faces(args) -> int:
         print(f"trained {cfg.steps} steps; kept step {record['best']['step']} (validation face gain {record['best']['gain_db']:+.3f} dB); weights {args.out}")
         return 0
     if args.faces_command == "eval":
-        from .faces.evaluate import FaceEvalConfig, evaluate_faces
+        from .train.face_evaluate import FaceEvalConfig, evaluate_faces
 
         print(evaluate_faces(FaceEvalConfig(data=args.data, weights=args.weights, mirror=args.mirror, face_weights=args.face_weights, frames=args.frames, conditions=tuple(args.conditions), out=args.out), log=_log))
         return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import partial_path
+from ._files import writing
 from .classical import picture_to_rgb8, upscale_picture
 from .io.source import open_source
 from .io.frames import Picture
@@ -45,7 +45,6 @@ def side_by_side(input_path: str, output_path: str, png_path: Path, *, frame: in
     width = nearest.shape[1] + 8
     for i, label in enumerate(("input (pixels doubled)", "Lanczos x2", "vsr_pipeline x2")):
         draw.text((i * width + 4, 4), label, fill="black")
-    tmp = partial_path(png_path)
-    canvas.save(tmp)
-    tmp.replace(png_path)
+    with writing(png_path) as tmp:
+        canvas.save(tmp)
     return png_path

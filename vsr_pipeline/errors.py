@@ -24,3 +24,15 @@ class ConfigError(VsrError, ValueError):
 
 class BackendUnavailable(VsrError, RuntimeError):
     """A requested backend or device is not available on this machine."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what went wrong in ``exc`` (a PyAV/FFmpeg or OS error, or any other).
+
+    FFmpeg and OS errors give their ``strerror`` (``"Connection refused"``, without the errno
+    and file name ``str()`` adds); other exceptions their message. Surrounding space and a
+    trailing full stop are dropped (the text is put inside a sentence); an exception without a
+    message gives its type name.
+    """
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.strip().rstrip(".") or type(exc).__name__

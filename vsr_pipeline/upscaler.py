@@ -124,4 +124,4 @@ class VideoUpscaler:
         rgb_hr = rgb_hr[..., :height, :width].float().cpu()
         y, u, v = (quantise(p, self.output_spec)[0, 0].numpy() for p in rgb_to_planes(rgb_hr, self.output_spec))
         dtype = np.uint8 if self.output_spec.bit_depth == 8 else np.uint16
-        return replace(picture, y=y.astype(dtype), u=u.astype(dtype), v=v.astype(dtype), spec=self.output_spec)
+        return replace(picture, y=y.astype(dtype), u=u.astype(dtype), v=v.astype(dtype), spec=self.output_spec, qp_map=None)

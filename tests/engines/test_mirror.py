@@ -9,7 +9,7 @@ from vsr_pipeline.engines.mirror import MirrorEnsemble
 from vsr_pipeline.engines.select import create_backend
 from vsr_pipeline.engines.torch_backend import TorchBackend
 from vsr_pipeline.models.weights import choose_mirror, load_network
-from vsr_pipeline.run.file_job import _macs_per_frame
+from vsr_pipeline.run.assemble import macs_per_frame
 
 torch.set_num_threads(1)
 
@@ -55,7 +55,7 @@ def test_mirror_works_on_every_backend_with_batch_one_graphs(tiny_weights, tmp_p
 
 def test_mirror_doubles_the_counted_macs(tiny_weights):
     plain = TorchBackend(tiny_weights)
-    assert _macs_per_frame(MirrorEnsemble(plain), 64, 96, 3) == 2 * _macs_per_frame(plain, 64, 96, 3) > 0
+    assert macs_per_frame(MirrorEnsemble(plain), 64, 96, 3) == 2 * macs_per_frame(plain, 64, 96, 3) > 0
 
 
 @pytest.mark.parametrize(

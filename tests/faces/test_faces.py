@@ -182,7 +182,7 @@ def test_face_eval_scores_engine_on_off_and_lanczos_against_the_weights_upscale_
 
     from PIL import Image
 
-    from vsr_pipeline.faces.evaluate import FaceEvalConfig, evaluate_faces
+    from vsr_pipeline.train.face_evaluate import FaceEvalConfig, evaluate_faces
     from vsr_pipeline.models.weights import AUTO, weights_argument
 
     if not all(weights_argument(n).is_file() for n in ("default", "heavy")):

@@ -22,7 +22,8 @@ from vsr_pipeline.engines.select import create_backend
 from vsr_pipeline.io.frames import Picture, picture_from_frame
 from vsr_pipeline.io.sink import EncoderSettings, output_spec
 from vsr_pipeline.io.source import open_source
-from vsr_pipeline.run.file_job import UpscaleConfig, run_upscale
+from vsr_pipeline.run.file_job import run_file
+from vsr_pipeline.run.options import RunOptions
 from vsr_pipeline.scenecut import SceneCutDetector
 from vsr_pipeline.upscaler import VideoUpscaler
 
@@ -43,7 +44,7 @@ def upscale(src: Path, dst: Path, weights: Path, **kwargs):
     kwargs.setdefault("backend", "onnxruntime")
     kwargs.setdefault("device", "cpu")
     lines: list[str] = []
-    summary = run_upscale(UpscaleConfig(input=str(src), output=str(dst), weights=weights, **kwargs), log=lines.append, progress=False)
+    summary = run_file(RunOptions(input=str(src), output=str(dst), weights=weights, **kwargs), log=lines.append, progress=False)
     assert dst.is_file(), f"no output written; log: {lines}"
     return summary
 

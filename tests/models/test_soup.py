@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import TINY
 
+from vsr_pipeline._files import is_partial
 from vsr_pipeline.cli import main
 from vsr_pipeline.errors import ConfigError
 from vsr_pipeline.models.soup import make_soup
@@ -39,7 +40,7 @@ def test_soup_is_the_weighted_mean_and_records_its_ingredients(tmp_path):
     assert stored == record
     assert [r["share"] for r in stored] == [0.75, 0.25]
     assert stored[0]["sha256"] == hashlib.sha256((tmp_path / "a.safetensors").read_bytes()).hexdigest()
-    assert not list(tmp_path.glob("*.partial"))
+    assert not [p for p in tmp_path.iterdir() if is_partial(p)]
 
 
 def test_equal_shares_by_default(tmp_path):

@@ -18,7 +18,8 @@ from conftest import ffprobe_json
 from streams import RATE, SIZE, VSR, finish, av_offsets, flash_onsets, free_port, read_file, sender, udp, wait_for_line
 from vsr_pipeline.engines.base import Backend
 from vsr_pipeline.engines.select import create_backend
-from vsr_pipeline.run.live_job import StreamConfig, run_stream
+from vsr_pipeline.run.live_job import run_live
+from vsr_pipeline.run.options import LiveOptions, RunOptions
 from vsr_pipeline.metrics import LiveMetrics
 
 
@@ -96,9 +97,9 @@ def test_slow_engine_degrades_and_keeps_the_frame_rate(tmp_path, tiny_weights):
     backend = SlowBackend(create_backend("onnxruntime", "cpu", weights=tiny_weights, threads=1), delay=4 / RATE)
     metrics = LiveMetrics()
     lines: list[str] = []
-    config = StreamConfig(input=udp(port), output=str(out), duration=seconds, latency=0.5)
+    config = RunOptions(input=udp(port), output=str(out), live=LiveOptions(duration=seconds, latency=0.5))
     result: dict = {}
-    runner = threading.Thread(target=lambda: result.setdefault("summary", run_stream(config, log=lines.append, metrics=metrics, backend=backend)), daemon=True)
+    runner = threading.Thread(target=lambda: result.setdefault("summary", run_live(config, log=lines.append, metrics=metrics, backend=backend)), daemon=True)
     runner.start()
     time.sleep(0.5)
     send = sender([udp(port)], seconds + 3)
@@ -213,7 +214,7 @@ def test_hls_output_and_sigterm_drain(tmp_path, tiny_weights):
         (["stream", "udp://127.0.0.1:9", "out.ts", "--latency", "0"], "must be positive"),
         (["stream", "udp://127.0.0.1:9", "out.ts", "--bitrate", "fast"], "not a bitrate"),
         (["upscale", "in.mp4", "udp://127.0.0.1:9"], "a live output needs a live input"),
-        (["stream", "udp://127.0.0.1:9", "missing/live.m3u8"], "output folder does not exist"),
+        (["stream", "udp://127.0.0.1:9", "/dev/null/hls/live.m3u8"], "cannot create the output folder"),
     ],
 )
 def test_bad_live_options_are_one_line_errors(tmp_path, args, message):
@@ -250,14 +251,15 @@ def test_output_down_at_start_is_retried_until_the_receiver_comes(tmp_path):
     from vsr_pipeline.colour import ColourSpec
     from vsr_pipeline.io.frames import ColourTags, Picture
     from vsr_pipeline.io.urls import parse_endpoint
-    from vsr_pipeline.io.live_output import LiveEncoding, LiveOutput
+    from vsr_pipeline.io.live_output import LiveOutput
+    from vsr_pipeline.io.sink import EncoderSettings
 
     port = free_port(socket.SOCK_STREAM)
     spec = ColourSpec("bt709", False, 8, (2, 2))
     picture = Picture(np.full((64, 64), 128, np.uint8), np.full((32, 32), 128, np.uint8), np.full((32, 32), 128, np.uint8), spec)
     lines: list[str] = []
     out = LiveOutput(parse_endpoint(f"tcp://127.0.0.1:{port}", output=True), width=64, height=64, rate=Fraction(25), spec=spec, tags=ColourTags(),
-                     audio=True, encoding=LiveEncoding(keyint=25), backoff_max=0.5, log=lines.append)
+                     audio=True, encoding=EncoderSettings(keyint=25), backoff_max=0.5, log=lines.append)
     assert not out.connected
     assert out.write_video(picture, 0) is False
     out.write_audio(np.zeros((2, 1920), np.float32), 0)  # nothing to send it to: dropped quietly

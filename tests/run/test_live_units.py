@@ -16,8 +16,8 @@ from vsr_pipeline.errors import ConfigError
 from vsr_pipeline.io.bridge import TimeoutReader, egress_command, ingest_command
 from vsr_pipeline.io.urls import parse_endpoint
 from vsr_pipeline.io.audio import CHANNELS, AudioTimeline
-from vsr_pipeline.io.live_output import LiveEncoding, video_options
-from vsr_pipeline.run.live_job import Clock, SlotMapper
+from vsr_pipeline.io.sink import EncoderSettings
+from vsr_pipeline.run.clock import Clock, SlotMapper
 
 
 @pytest.mark.parametrize(
@@ -95,10 +95,10 @@ def test_audio_timeline_fills_gaps_with_silence_and_drops_late_audio():
 
 
 def test_video_options_give_a_fixed_keyframe_interval_and_low_latency():
-    opts = video_options(LiveEncoding(codec="libx264", keyint=50, crf=21))
+    opts = EncoderSettings(codec="libx264", keyint=50, crf=21).video_options(live=True)
     assert opts["tune"] == "zerolatency" and opts["crf"] == "21"
     assert "keyint=50:min-keyint=50:scenecut=0" in opts["x264-params"]
-    assert "crf" not in video_options(LiveEncoding(bitrate=5_000_000))
+    assert "crf" not in EncoderSettings(bitrate=5_000_000).video_options(live=True)
 
 
 def _mapper(rate=25, latency=1.0):

@@ -167,3 +167,38 @@ def test_rtmp_pull_in_and_publish_out(tmp_path, tiny_weights):
     assert (video["width"], video["height"]) == (SIZE[0] * 2, SIZE[1] * 2)
     assert int(video["nb_read_frames"]) == seconds * RATE
     assert any(s["codec_type"] == "audio" for s in info["streams"])
+
+
+def test_vsr_upscale_with_a_live_url_runs_with_every_default(tmp_path):
+    """`vsr upscale LIVE_URL OUT` as README shows it, no option at all: the file defaults
+    (--weights auto, --mirror auto) become the live ones (default weights, no mirror), said in
+    the log; SIGTERM drains and the recording is a valid x2 file holding the frames sent."""
+    import signal
+
+    port_in = free_port()
+    out = tmp_path / "rec.ts"
+    proc = subprocess.Popen([*VSR, "upscale", udp(port_in), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    lines: list[str] = []
+    try:
+        wait_for_line(proc, "waiting for", lines)
+        send = sender([udp(port_in)], 4)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(line.startswith("input: ") for line in lines):
+            time.sleep(0.2)
+        time.sleep(2.5)
+        proc.send_signal(signal.SIGTERM)
+        stdout = finish(proc)
+        send.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = "\n".join(lines)
+    assert proc.returncode == 0, log
+    assert "weights: default (auto on a live input" in log and "mirror ensemble: off (auto on a live input" in log, log
+    assert "Traceback" not in log and "error" not in log.lower(), log
+    probe = ffprobe_json(out, "-count_frames")
+    video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+    assert (video["width"], video["height"]) == (SIZE[0] * 2, SIZE[1] * 2) and video["codec_name"] == "h264"
+    frames = int(video["nb_read_frames"])
+    assert frames >= RATE, frames  # at least a second of output before the drain
+    assert re.search(rf"streamed {frames} frames {SIZE[0]}x{SIZE[1]} -> {SIZE[0] * 2}x{SIZE[1] * 2}", stdout), stdout

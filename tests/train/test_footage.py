@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY, ffmpeg
+from vsr_pipeline._files import partial_path
 from vsr_pipeline.colour import ColourSpec, quantise
 from vsr_pipeline.engines.torch_backend import TorchBackend
 from vsr_pipeline.errors import VsrError
@@ -249,7 +250,7 @@ def test_a_test_clip_copied_into_training_is_refused(tmp_path):
     shutil.copyfile(root / "video/clips/d_test.mkv", root / "video/clips/renamed_copy.mkv")  # would train
     with pytest.raises(VsrError, match="not sealed"):
         prepare_footage(tmp_path / "footage", root, SMALL, splits=splits, show_progress=False)
-    assert not (tmp_path / "footage").exists() and not (tmp_path / "footage.partial").exists()
+    assert not (tmp_path / "footage").exists() and not partial_path(tmp_path / "footage").exists()
     with pytest.raises(VsrError, match="two splits"):
         check_sealed([{"path": "x", "split": "train", "sha256": "1"}, {"path": "x", "split": "test", "sha256": "1"}])
 

@@ -1,4 +1,4 @@
-"""The hold-out motion measure (benchmarks/holdout_motion.py) finds known motion."""
+"""The hold-out motion measure (benchmarks/experiments/holdout_motion.py) finds known motion."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from conftest import benchmark_module
 
 
 def _module():
-    return benchmark_module("holdout_motion")
+    return benchmark_module("experiments/holdout_motion")
 
 
 def _texture(seed: int = 0) -> np.ndarray:

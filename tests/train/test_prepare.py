@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vsr_pipeline._files import partial_path
 from vsr_pipeline.colour import quantise
 from vsr_pipeline.train import degrade
 from vsr_pipeline.train.prepare import CLIP_SPEC, PrepareConfig, _synthesise, load_photo, make_pair, render_clip, texture
@@ -262,4 +263,4 @@ def test_prepare_end_to_end_on_a_package_cache(tmp_path, monkeypatch, start):
     assert json.loads((out / "manifest.json").read_text())["files"] == manifest["files"]
     segment = ground_truth(out / held["copied_as"], 100)
     assert len(segment) == 6 and (segment[0].width, segment[0].height) == (96, 64)
-    assert not (tmp_path / "data.partial").exists()
+    assert not partial_path(tmp_path / "data").exists()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._files import file_sha256
+from .._files import file_sha256, writing
 from ..models.vsrnet import VSRNet
 from ..models.weights import default_weights_path, engines_dir, load_network
 
@@ -83,10 +81,7 @@ def export_onnx(net: VSRNet, folder: Path, *, height: int = 32, width: int = 48)
     window_args = (rgb[:, :3], feat, flow_feat, feat.unsqueeze(1).repeat(1, t, 1, 1, 1), flow_feat.unsqueeze(1).repeat(1, t, 1, 1, 1))
     full = {0: "n", 2: "h", 3: "w"}
     quarter = {0: "n", 2: "hq", 3: "wq"}
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with warnings.catch_warnings():
+    with writing(folder, folder=True) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             _Encode(net), (rgb,), str(tmp / "encode.onnx"), input_names=list(ENCODE_INPUTS), output_names=list(ENCODE_OUTPUTS),
@@ -102,9 +97,6 @@ def export_onnx(net: VSRNet, folder: Path, *, height: int = 32, width: int = 48)
             },
             opset_version=OPSET, dynamo=False,
         )
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
     return folder / "encode.onnx", folder / "reconstruct.onnx"
 
 

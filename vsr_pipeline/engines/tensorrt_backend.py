@@ -27,7 +27,7 @@ import torch
 from ..errors import BackendUnavailable
 from ..models.weights import engines_dir, load_config
 from .base import Backend
-from .._files import file_sha256
+from .._files import file_sha256, writing
 from .export import ENCODE_INPUTS, ENCODE_OUTPUTS, RECONSTRUCT_INPUTS, RECONSTRUCT_OUTPUTS, cached_onnx
 
 #: Largest window the reconstruct engine's optimisation profile admits.
@@ -189,9 +189,8 @@ class TensorRTBackend(Backend):
             if not path.is_file():
                 self._cache.mkdir(parents=True, exist_ok=True)
                 data = build_engine(onnx_path, shapes, precision=self.precision, timing_cache=self._cache / "trt-timing.cache")
-                tmp = path.with_suffix(".partial")
-                tmp.write_bytes(data)
-                tmp.replace(path)
+                with writing(path) as tmp:
+                    tmp.write_bytes(data)
             self._runners[key] = _Runner(self._trt, path.read_bytes())
         return self._runners[key]
 

@@ -19,7 +19,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import ConfigError
 from .align import crop_side, crop_transform, extract, paste, scaled
 from .face_sr import FaceSRConfig, FaceSRNet
 from .mtcnn import MTCNN, DetectorConfig
@@ -46,21 +45,13 @@ class FaceEngineConfig:
 
 def load_face_net(path: Path | None = None) -> FaceSRNet:
     """The face SR network from a safetensors file (config in its header)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from ..models.weights import engines_dir
+    from ..models.weights import engines_dir, loading, read_weights
 
     path = Path(path) if path is not None else engines_dir() / DEFAULT_FACE_WEIGHTS
-    if not path.is_file():
-        raise ConfigError(f"face SR weights not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            config = FaceSRConfig(**json.loads((f.metadata() or {})["config"]))
-        net = FaceSRNet(config)
-        net.load_state_dict(load_file(str(path)))
-    except Exception as exc:
-        raise ConfigError(f"cannot load face SR weights {path}: {type(exc).__name__}: {exc}") from None
+    state, metadata = read_weights(path, what="face SR weights")
+    with loading("face SR weights", path):
+        net = FaceSRNet(FaceSRConfig(**json.loads(metadata["config"])))
+        net.load_state_dict(state)
     return net.eval()
 
 

@@ -68,23 +68,31 @@ class ColourTags:
     range: int = 0
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Picture:
-    """One decoded video frame as Y'CbCr planes.
+    """One decoded video frame as Y'CbCr planes: immutable, and checked when it is made.
+
+    A changed copy is made with :func:`dataclasses.replace` (which checks it again).
 
     Attributes:
-        y: ``(H, W)`` luma codes (uint8, or uint16 for more than 8 bits).
-        u, v: ``(Hc, Wc)`` chroma codes, same dtype.
+        y: ``(H, W)`` luma codes (uint8 for 8-bit ``spec``, uint16 for more bits).
+        u, v: ``spec.chroma_size(H, W)`` chroma codes, same dtype.
         spec: how the codes encode colour.
         pts: presentation timestamp in ``time_base`` units (None if the decoder had none).
         time_base: unit of ``pts``.
         index: position of the frame in decode order, from 0.
+        slot: output slot of a live stream (the frame is sent at ``epoch + slot / rate``), None
+            for files, whose output order is the decode order.
         tags: colour metadata to carry to the output.
         qp: mean H.264 quantiser of the frame's macroblocks as the decoder reports it (0-51,
             higher is coarser; the mean of ``qp_map``), None where the decoder reports none.
         qp_map: ``(ceil(H/16), ceil(W/16))`` float32 quantiser of every 16x16 macroblock
             (:data:`QP_BLOCK`), row-major as in the picture: what the H.264 decoder reports, or
             zeros for lossless input (:func:`lossless_qp_map`); None where nothing is known.
+
+    Raises:
+        ValueError: planes whose shapes or dtypes do not match ``spec`` (a bug, not bad input:
+            decoders and the upscaler always make consistent pictures).
     """
 
     y: np.ndarray
@@ -94,9 +102,27 @@ class Picture:
     pts: int | None = None
     time_base: Fraction = Fraction(1, 25)
     index: int = 0
+    slot: int | None = None
     tags: ColourTags = field(default_factory=ColourTags)
     qp: float | None = None
     qp_map: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        dtype = np.dtype(np.uint8) if self.spec.bit_depth == 8 else np.dtype(np.uint16)
+        if self.y.ndim != 2:
+            raise ValueError(f"luma plane must be (H, W), got shape {self.y.shape}")
+        chroma = self.spec.chroma_size(*self.y.shape)
+        for name, plane, shape in (("y", self.y, self.y.shape), ("u", self.u, chroma), ("v", self.v, chroma)):
+            if plane.dtype.newbyteorder("=") != dtype:
+                raise ValueError(f"{name} plane is {plane.dtype}, expected {dtype} for {self.spec.bit_depth}-bit codes")
+            if plane.shape != shape:
+                raise ValueError(f"{name} plane is {plane.shape}, expected {shape} for {self.spec.subsampling} subsampling")
+        if self.qp_map is not None:
+            blocks = (-(-self.y.shape[0] // QP_BLOCK), -(-self.y.shape[1] // QP_BLOCK))
+            if self.qp_map.shape != blocks:
+                raise ValueError(f"qp_map is {self.qp_map.shape}, expected {blocks} macroblocks")
+        if self.index < 0 or (self.slot is not None and self.slot < 0):
+            raise ValueError(f"negative frame index {self.index} or slot {self.slot}")
 
     @property
     def height(self) -> int:

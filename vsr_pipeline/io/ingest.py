@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, describe
 from .bridge import Bridge, ingest_command
 from .frames import Picture, picture_from_frame
 from .rtp import RtpTsReader
@@ -251,7 +251,7 @@ class LiveInput:
 
     def _reason(self, exc: BaseException) -> str:
         """A one-line reason for a failed open or read."""
-        text = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip()
+        text = describe(exc)
         if "Immediate exit requested" in text or isinstance(exc, TimeoutError):  # PyAV's or the bridge's timeout
             return f"no data for {self.stall_timeout:g} s"
         return text

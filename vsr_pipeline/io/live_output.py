@@ -14,72 +14,25 @@ output goes:
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .._files import partial_path
+from .._files import discard, partial_path, publish
 from ..colour import ColourSpec
-from ..errors import OutputError
+from ..errors import OutputError, describe
 from .bridge import Bridge, egress_command
+from .encode import add_video_stream, encode, finish
 from .frames import ColourTags, Picture, format_name, frame_from_planes
 from .urls import Endpoint
-from .sink import check_picture_size
+from .sink import EncoderSettings, check_picture_size
 from .audio import CHANNELS, RATE
 
 _AAC_FRAME = 1024
-
-
-@dataclass(frozen=True)
-class LiveEncoding:
-    """How a live output is encoded.
-
-    Attributes:
-        codec: video encoder (libx264, libx265, h264_nvenc, hevc_nvenc).
-        crf: constant quality when ``bitrate`` is None.
-        bitrate: video bits per second (capped VBR: maxrate = bitrate, buffer = 1 s), or None.
-        preset: encoder preset (None: ``veryfast`` for x264/x265).
-        keyint: frames between keyframes (every keyframe is an IDR; no scene-cut keyframes).
-        audio_bitrate: AAC bits per second.
-        hls_time: target HLS segment length, seconds.
-        hls_list_size: segments in the HLS playlist (0: all; else older segments are deleted).
-    """
-
-    codec: str = "libx264"
-    crf: int = 20
-    bitrate: int | None = None
-    preset: str | None = None
-    keyint: int = 50
-    audio_bitrate: int = 128_000
-    hls_time: float = 2.0
-    hls_list_size: int = 6
-
-
-def video_options(enc: LiveEncoding) -> dict[str, str]:
-    """Encoder options for low latency and a fixed keyframe interval."""
-    options: dict[str, str] = {}
-    if enc.codec in ("libx264", "libx265"):
-        options["preset"] = enc.preset or "veryfast"
-        options["tune"] = "zerolatency"
-        gop = f"keyint={enc.keyint}:min-keyint={enc.keyint}:scenecut=0"
-        if enc.codec == "libx264":
-            options["x264-params"] = gop
-        else:
-            options["x265-params"] = gop + ":log-level=error"
-        if enc.bitrate is None:
-            options["crf"] = str(enc.crf)
-    elif "nvenc" in enc.codec:
-        options.update({"preset": enc.preset or "p4", "tune": "ll", "forced-idr": "1", "zerolatency": "1"})
-        if enc.bitrate is None:
-            options.update({"rc": "vbr", "cq": str(max(enc.crf, 1))})
-    elif enc.preset:
-        options["preset"] = enc.preset
-    return options
 
 
 class LiveOutput:
@@ -97,7 +50,7 @@ class LiveOutput:
         log: one-line messages.
     """
 
-    def __init__(self, endpoint: Endpoint, *, width: int, height: int, rate: Fraction, spec: ColourSpec, tags: ColourTags, audio: bool, encoding: LiveEncoding, backoff_max: float = 5.0, on_reconnect: Callable[[], None] = lambda: None, log: Callable[[str], None] = print) -> None:
+    def __init__(self, endpoint: Endpoint, *, width: int, height: int, rate: Fraction, spec: ColourSpec, tags: ColourTags, audio: bool, encoding: EncoderSettings, backoff_max: float = 5.0, on_reconnect: Callable[[], None] = lambda: None, log: Callable[[str], None] = print) -> None:
         check_picture_size(encoding.codec, width, height)
         self.endpoint = endpoint
         self.width, self.height, self.rate = width, height, rate
@@ -163,8 +116,8 @@ class LiveOutput:
         except Exception as exc:
             self._close_quietly()
             if self._tmp is not None:
-                self._tmp.unlink(missing_ok=True)
-            reason = (getattr(exc, "strerror", None) or str(exc)).strip()
+                discard(self._tmp)
+            reason = describe(exc)
             if not self.network:
                 raise OutputError(f"cannot write {self.endpoint.name}: {reason}") from None
             raise _Down(reason) from None
@@ -186,18 +139,13 @@ class LiveOutput:
 
     def _add_video(self, out):
         enc = self.encoding
-        stream = out.add_stream(enc.codec, rate=self.rate)
-        ctx = stream.codec_context
-        stream.width, stream.height = self.width, self.height
-        stream.pix_fmt = format_name(self.spec)
-        ctx.time_base = Fraction(1) / self.rate
-        ctx.framerate = self.rate
-        ctx.gop_size = enc.keyint
-        ctx.color_primaries, ctx.color_trc, ctx.colorspace = self.tags.primaries, self.tags.transfer, self.tags.matrix
-        ctx.color_range = 2 if self.spec.full_range else 1
+        stream = add_video_stream(
+            out, enc.codec, width=self.width, height=self.height, rate=self.rate, pix_fmt=format_name(self.spec), options=enc.video_options(live=True),
+            tags=replace(self.tags, range=2 if self.spec.full_range else 1), time_base=Fraction(1) / self.rate,
+        )
+        stream.codec_context.gop_size = enc.keyint
         if enc.bitrate:
-            ctx.bit_rate = enc.bitrate
-        stream.options = video_options(enc) | ({"maxrate": str(enc.bitrate), "bufsize": str(enc.bitrate)} if enc.bitrate else {})
+            stream.codec_context.bit_rate = enc.bitrate
         return stream
 
     def _add_audio(self, out):
@@ -230,7 +178,7 @@ class LiveOutput:
         self._delay = min(self._delay * 2, self.backoff_max)
 
     def _fail(self, exc: BaseException) -> None:
-        reason = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip()
+        reason = describe(exc)
         if not self.network:
             self.abort()
             raise OutputError(f"writing {self.endpoint.name} failed: {reason}") from None
@@ -252,8 +200,7 @@ class LiveOutput:
         frame.pts = index
         frame.time_base = Fraction(1) / self.rate
         try:
-            for packet in self._video.encode(frame):
-                self._out.mux(packet)
+            encode(self._out, self._video, frame)
         except Exception as exc:
             self._fail(exc)
             return False
@@ -277,8 +224,7 @@ class LiveOutput:
             frame.time_base = Fraction(1, RATE)
             self._audio_next += _AAC_FRAME
             try:
-                for packet in self._audio.encode(frame):
-                    self._out.mux(packet)
+                encode(self._out, self._audio, frame)
             except Exception as exc:
                 self._fail(exc)
 
@@ -288,28 +234,25 @@ class LiveOutput:
             self._close_quietly()
             return
         try:
-            for stream in (self._video, self._audio):
-                if stream is not None:
-                    for packet in stream.encode(None):
-                        self._out.mux(packet)
+            finish(self._out, self._video, self._audio)
             self._out.close()
             self._out = None
         except Exception as exc:
             self._close_quietly()
             if not self.network:
                 self.abort()
-                raise OutputError(f"finishing {self.endpoint.name} failed: {exc}") from None
+                raise OutputError(f"finishing {self.endpoint.name} failed: {describe(exc)}") from None
         if self._bridge is not None:
             self._bridge.close(grace=3.0)
             self._bridge = None
         if self._tmp is not None and self._tmp.exists():
-            os.replace(self._tmp, self._target)
+            publish(self._tmp, self._target)
 
     def abort(self) -> None:
         """Stop; remove a half-written file."""
         self._close_quietly()
         if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
+            discard(self._tmp)
 
     def _close_quietly(self) -> None:
         if self._out is not None:

@@ -8,14 +8,15 @@ when complete; :meth:`AvSink.abort` removes it, so a failure or Ctrl-C leaves no
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
-from .._files import partial_path
+from .._files import discard, partial_path, publish
 from ..colour import ColourSpec
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError, OutputError, describe
+from .encode import add_video_stream, encode, finish
 from .frames import ColourTags, Picture, format_name, frame_from_planes
 from .source import Passthrough, SourceInfo
 
@@ -26,15 +27,22 @@ _CQ_ENCODERS = {"h264_nvenc", "hevc_nvenc", "av1_nvenc"}
 
 @dataclass(frozen=True)
 class EncoderSettings:
-    """How the output video is encoded.
+    """How the output video is encoded: one type for file and live outputs.
 
     Attributes:
         codec: FFmpeg encoder name.
-        crf: constant-quality factor (``crf`` for x264/x265, ``cq`` for NVENC); 0 with libx264
-            is lossless.
-        preset: encoder preset, None for the encoder's default.
-        container: output format override (FFmpeg muxer name), None to guess from the name.
+        crf: constant-quality factor (``crf`` for x264/x265, ``cq`` for NVENC), used when
+            ``bitrate`` is None; 0 with libx264 is lossless.
+        preset: encoder preset, None for the default (the encoder's own for files;
+            ``veryfast`` for x264/x265 and ``p4`` for NVENC on a live output).
+        container: file output format override (FFmpeg muxer name), None to guess from the name.
         threads: encoder threads, 0 for FFmpeg's automatic choice.
+        bitrate: live: video bits per second (capped VBR: maxrate = bitrate, buffer = 1 s), or
+            None for constant quality.
+        keyint: live: frames between keyframes (every keyframe an IDR, no scene-cut keyframes).
+        audio_bitrate: live: AAC bits per second.
+        hls_time: live HLS: target segment length, seconds.
+        hls_list_size: live HLS: segments in the playlist (0: all; else older ones are deleted).
     """
 
     codec: str = "libx264"
@@ -42,6 +50,49 @@ class EncoderSettings:
     preset: str | None = None
     container: str | None = None
     threads: int = 0
+    bitrate: int | None = None
+    keyint: int = 50
+    audio_bitrate: int = 128_000
+    hls_time: float = 2.0
+    hls_list_size: int = 6
+
+    def video_options(self, *, live: bool = False) -> dict[str, str]:
+        """The encoder's private options (``stream.options``).
+
+        Files: quality (``crf`` or NVENC ``cq``) and the preset if one is given. Live outputs
+        also get low latency (x264/x265 ``zerolatency``, NVENC ``ll``), a fixed keyframe interval
+        of ``keyint`` frames with no scene-cut keyframes, and a capped bitrate when ``bitrate``
+        is set (then no constant-quality option).
+        """
+        options: dict[str, str] = {}
+        x26x = self.codec in ("libx264", "libx265")
+        nvenc = self.codec in _CQ_ENCODERS
+        preset = self.preset or (("veryfast" if x26x else "p4" if nvenc else None) if live else None)
+        if preset:
+            options["preset"] = preset
+        if self.bitrate is None or not live:
+            if self.codec in _CRF_ENCODERS:
+                options["crf"] = str(self.crf)
+            elif nvenc:
+                options.update({"rc": "vbr", "cq": str(max(self.crf, 1))})
+        x265 = ["log-level=error"]
+        if live:
+            if x26x:
+                options["tune"] = "zerolatency"
+                gop = f"keyint={self.keyint}:min-keyint={self.keyint}:scenecut=0"
+                if self.codec == "libx264":
+                    options["x264-params"] = gop
+                else:
+                    x265.insert(0, gop)
+            elif nvenc:
+                options.update({"tune": "ll", "forced-idr": "1", "zerolatency": "1"})
+            if self.bitrate:
+                options.update({"maxrate": str(self.bitrate), "bufsize": str(self.bitrate)})
+        elif self.crf == 0:
+            x265.append("lossless=1")
+        if self.codec == "libx265":
+            options["x265-params"] = ":".join(x265)
+        return options
 
 
 def check_encoder(codec: str) -> None:
@@ -134,9 +185,9 @@ class AvSink:
         try:
             self._out = av.open(str(self.tmp), "w", format=settings.container)
         except (av.FFmpegError, ValueError, OSError) as exc:
-            self.tmp.unlink(missing_ok=True)
+            discard(self.tmp)
             hint = "" if settings.container else " (unknown extension? name the container with --format)"
-            raise OutputError(f"cannot write {target}: {getattr(exc, 'strerror', None) or exc}{hint}") from None
+            raise OutputError(f"cannot write {target}: {describe(exc)}{hint}") from None
         self._open = True
         try:
             self._video = self._add_video(source, width, height, spec, tags, settings)
@@ -150,26 +201,12 @@ class AvSink:
         self.frames = 0
 
     def _add_video(self, source: SourceInfo, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings):
-        stream = self._out.add_stream(settings.codec, rate=source.rate or Fraction(25))
-        ctx = stream.codec_context
-        stream.width, stream.height = width, height
-        stream.pix_fmt = format_name(spec)
-        stream.time_base = source.time_base
-        ctx.time_base = source.time_base
-        ctx.color_primaries, ctx.color_trc, ctx.colorspace = tags.primaries, tags.transfer, tags.matrix
-        ctx.color_range = 2 if spec.full_range else 1
-        options: dict[str, str] = {}
-        if settings.codec in _CRF_ENCODERS:
-            options["crf"] = str(settings.crf)
-        elif settings.codec in _CQ_ENCODERS:
-            options.update({"rc": "vbr", "cq": str(max(settings.crf, 1))})
-        if settings.preset:
-            options["preset"] = settings.preset
-        if settings.codec == "libx265":
-            options["x265-params"] = "log-level=error" + (":lossless=1" if settings.crf == 0 else "")
-        stream.options = options
+        stream = add_video_stream(
+            self._out, settings.codec, width=width, height=height, rate=source.rate or Fraction(25), pix_fmt=format_name(spec),
+            options=settings.video_options(), tags=replace(tags, range=2 if spec.full_range else 1), time_base=source.time_base,
+        )
         if settings.threads:
-            ctx.thread_count = settings.threads
+            stream.codec_context.thread_count = settings.threads
         return stream
 
     def _start(self, codec: str) -> None:
@@ -179,7 +216,7 @@ class AvSink:
             self._out.start_encoding()
         except Exception as exc:
             hint = " (NVENC needs an NVIDIA GPU with a video encoder and its driver)" if "nvenc" in codec else ""
-            raise OutputError(f"cannot start encoder {codec}: {getattr(exc, 'strerror', None) or exc}{hint}") from None
+            raise OutputError(f"cannot start encoder {codec}: {describe(exc)}{hint}") from None
 
     def _add_copies(self, source: SourceInfo, log) -> dict[int, object]:
         copied = {}
@@ -197,10 +234,9 @@ class AvSink:
         frame.pts = picture.pts
         frame.time_base = picture.time_base
         try:
-            for packet in self._video.encode(frame):
-                self._out.mux(packet)
+            encode(self._out, self._video, frame)
         except Exception as exc:
-            raise OutputError(f"encoding frame {picture.index} failed: {exc}") from None
+            raise OutputError(f"encoding frame {picture.index} failed: {describe(exc)}") from None
         self.frames += 1
 
     def copy(self, item: Passthrough) -> None:
@@ -215,14 +251,13 @@ class AvSink:
         if not self._open:
             return
         try:
-            for packet in self._video.encode(None):
-                self._out.mux(packet)
+            finish(self._out, self._video)
             self._out.close()
         except Exception as exc:
             self.abort()
-            raise OutputError(f"finishing {self.target} failed: {exc}") from None
+            raise OutputError(f"finishing {self.target} failed: {describe(exc)}") from None
         self._open = False
-        os.replace(self.tmp, self.target)
+        publish(self.tmp, self.target)
 
     def abort(self) -> None:
         if self._open:
@@ -231,7 +266,7 @@ class AvSink:
                 self._out.close()
             except Exception:
                 pass  # the file is removed below; the original error is what matters
-        self.tmp.unlink(missing_ok=True)
+        discard(self.tmp)
 
 
 def open_sink(target: str, source: SourceInfo, *, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings, log=print) -> Sink:

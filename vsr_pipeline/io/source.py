@@ -9,12 +9,12 @@ reads files and anything FFmpeg opens by URL.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Protocol
 
-from ..errors import InputError
+from ..errors import InputError, describe
 from .frames import UNCOMPRESSED_CODECS, Picture, lossless_qp_map, picture_from_frame
 
 
@@ -97,7 +97,7 @@ class AvSource:
         try:
             self._container = av.open(name, "r", options=options or {}, timeout=(15.0, 30.0))
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise InputError(f"cannot open {name}: {_reason(exc)}") from None
+            raise InputError(f"cannot open {name}: {describe(exc)}") from None
         videos = [s for s in self._container.streams if s.type == "video" and not _is_attached_picture(s)]
         if not videos:
             self._container.close()
@@ -142,14 +142,13 @@ class AvSource:
                 for frame in packet.decode():  # an empty packet flushes the decoder
                     picture = picture_from_frame(frame, index=index)
                     if self._lossless:
-                        picture.qp_map = lossless_qp_map(picture.height, picture.width)
+                        picture = replace(picture, qp_map=lossless_qp_map(picture.height, picture.width))
                     if picture.pts is None:  # raw streams without timestamps: frame-rate spaced
-                        picture.pts = self._synthetic_pts(index)
-                        picture.time_base = self.info.time_base
+                        picture = replace(picture, pts=self._synthetic_pts(index), time_base=self.info.time_base)
                     yield picture
                     index += 1
         except av.FFmpegError as exc:
-            raise InputError(f"decoding {self.info.name} failed at frame {index}: {_reason(exc)}") from None
+            raise InputError(f"decoding {self.info.name} failed at frame {index}: {describe(exc)}") from None
         if index == 0:
             raise InputError(f"{self.info.name}: no video frame could be decoded")
 
@@ -166,12 +165,6 @@ def _is_attached_picture(stream) -> bool:
         return bool(stream.disposition & 0x400)  # AV_DISPOSITION_ATTACHED_PIC (cover art)
     except TypeError:
         return False
-
-
-def _reason(exc: BaseException) -> str:
-    """The useful part of an FFmpeg error message."""
-    text = getattr(exc, "strerror", None) or str(exc)
-    return text.strip().rstrip(".") or type(exc).__name__
 
 
 def open_source(name: str, *, options: dict[str, str] | None = None, quantisers: bool = False) -> Source:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+from .._files import writing
 from ..errors import ConfigError
 from ..io.frames import UNCOMPRESSED_CODECS
 from .vsrnet import VSRNet, VSRNetConfig
@@ -109,49 +112,80 @@ def save_weights(net: VSRNet, path: Path, *, extra: dict[str, str] | None = None
     metadata = {"config": json.dumps(net.config.to_dict()), **(extra or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with writing(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+
+
+@contextmanager
+def loading(what: str, path: Path) -> Iterator[None]:
+    """Turn any error inside the block into the one-line ``ConfigError`` ``cannot load {what}
+    PATH: TYPE: MESSAGE`` (an unreadable file, a bad config, tensors that do not fit)."""
+    try:
+        yield
+    except Exception as exc:  # safetensors raises its own SafetensorError; bad configs TypeError
+        raise ConfigError(f"cannot load {what} {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _weights_path(path: Path | str | None) -> Path:
+    return Path(path) if path is not None else default_weights_path()
+
+
+def read_weights(path: Path | str | None = None, *, what: str = "weights", tensors: bool = True) -> tuple[dict, dict[str, str]]:
+    """Read a safetensors weights file: the one reader of every network's weights.
+
+    Args:
+        path: the file (None: the shipped default video SR weights).
+        what: what the file holds, for the error messages (``"face SR weights"``).
+        tensors: read the tensors too; False reads only the header.
+
+    Returns:
+        ``(state_dict, metadata)``: CPU tensors by name (empty when ``tensors`` is False) and
+        the header's metadata (config and provenance; empty when there is none).
+
+    Raises:
+        ConfigError: one line: the file is missing (``{what} file not found: PATH``, with a hint
+            where a shipped file is missing), or is not a readable safetensors file
+            (``cannot load {what} PATH: ERROR``).
+    """
+    from safetensors import safe_open
+
+    path = _weights_path(path)
+    if not path.is_file():
+        shipped = path.parent == engines_dir() and path.name in SHIPPED_WEIGHTS.values()
+        hint = " (installed without -e? set VSR_ENGINES_DIR to the project's engines/ folder, or pass --weights)" if shipped else ""
+        raise ConfigError(f"{what} file not found: {path}{hint}")
+    with loading(what, path), safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+        state = {name: f.get_tensor(name) for name in f.keys()} if tensors else {}
+    return state, metadata
 
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The safetensors header metadata of ``path`` (config and provenance)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+    return read_weights(path, tensors=False)[1]
 
 
-def _existing(path: Path | None) -> Path:
-    path = Path(path) if path is not None else default_weights_path()
-    if not path.is_file():
-        shipped = path.parent == engines_dir() and path.name in SHIPPED_WEIGHTS.values()
-        hint = " (installed without -e? set VSR_ENGINES_DIR to the project's engines/ folder, or pass --weights)" if shipped else ""
-        raise ConfigError(f"weights file not found: {path}{hint}")
-    return path
-
-
-def load_config(path: Path | None = None) -> VSRNetConfig:
-    """The network config stored in a weights file's header (the tensors are not read)."""
-    path = _existing(path)
-    try:
-        stored = json.loads(read_metadata(path)["config"])
+def _config(path: Path, metadata: dict[str, str]) -> VSRNetConfig:
+    """The network config stored in a weights file's header metadata."""
+    with loading("weights", path):
+        stored = json.loads(metadata["config"])
         if isinstance(stored, dict):
             # Weights written before the cost-volume flow estimator carry no such key.
             stored.setdefault("flow_estimator", "conv")
         return VSRNetConfig(**stored)
-    except Exception as exc:  # safetensors raises its own SafetensorError; bad configs TypeError
-        raise ConfigError(f"cannot load weights {path}: {type(exc).__name__}: {exc}") from None
+
+
+def load_config(path: Path | None = None) -> VSRNetConfig:
+    """The network config stored in a weights file's header (the tensors are not read)."""
+    path = _weights_path(path)
+    return _config(path, read_metadata(path))
 
 
 def load_network(path: Path | None = None) -> VSRNet:
     """Build a :class:`VSRNet` from a weights file (the shipped default when ``path`` is None)."""
-    from safetensors.torch import load_file
-
-    path = _existing(path)
-    net = VSRNet(load_config(path))
-    try:
-        net.load_state_dict(load_file(str(path)))
-    except Exception as exc:  # a truncated file, or tensors that do not fit the config
-        raise ConfigError(f"cannot load weights {path}: {type(exc).__name__}: {exc}") from None
+    path = _weights_path(path)
+    state, metadata = read_weights(path)
+    net = VSRNet(_config(path, metadata))
+    with loading("weights", path):  # tensors that do not fit the config
+        net.load_state_dict(state)
     return net.eval()

@@ -1,14 +1,14 @@
 """Live upscaling: HD in, UHD out, at the input's frame rate, with bounded latency, forever.
 
-Three threads::
+Three stages on the thread harness (:mod:`.harness`); the clock and slots are in :mod:`.clock`::
 
     ingest ──► [SR queue] ──► SR stage ──► ready frames ─┐
       │                                                   ├──► playout (clock) ──► encoder/sender
       └──────────── raw frames, audio ────────────────────┘
 
-* **ingest** (:class:`~.ingest.LiveInput`) decodes the input and places every frame on an output
+* **ingest** (:class:`~..io.ingest.LiveInput`) decodes the input and places every frame on an output
   *slot* (slot ``k`` is due at ``epoch + k / rate``; ``epoch`` is the first frame's arrival plus
-  the latency budget) and its audio on the same timeline (:class:`~.audio.AudioTimeline`).
+  the latency budget) and its audio on the same timeline (:class:`~..io.audio.AudioTimeline`).
   Timestamps of each connection are kept relative to each other, so audio stays in sync; a new
   connection starts at the next free slot.
 * **SR stage** runs the network over the sliding window, but only on frames it can finish
@@ -25,105 +25,30 @@ Output timestamps are the slot numbers: monotonic across stalls, reconnects and 
 
 from __future__ import annotations
 
-import math
-import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
-from pathlib import Path
 from typing import Callable
 
 from ..classical import black, upscale_to
 from ..colour import ColourSpec
 from ..engines.base import Backend
-from ..engines.select import create_backend, resolve
-from ..errors import ConfigError, OutputError, VsrError
+from ..errors import ConfigError
+from ..io.audio import RATE, AudioTimeline
 from ..io.frames import Picture
-from ..io.sink import check_encoder, output_spec
-from ..io.urls import Endpoint, parse_endpoint
-from ..metrics import DROP_REASONS, LiveMetrics, MetricsServer
-from .file_job import face_engine
+from ..io.ingest import AudioEvent, Connected, LiveInput, Stall, StreamFormat, VideoEvent
+from ..io.live_output import LiveOutput
+from ..io.sink import output_spec
+from ..io.urls import parse_endpoint
+from ..metrics import DROP_REASONS, LiveMetrics
 from ..scenecut import SceneCutDetector
 from ..upscaler import VideoUpscaler
-from ..io.audio import RATE, AudioTimeline
-from ..io.ingest import AudioEvent, Connected, LiveInput, Stall, StreamFormat, VideoEvent
-from ..io.live_output import LiveEncoding, LiveOutput
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    """Everything ``vsr stream`` needs.
-
-    Attributes:
-        input, output: URLs (or an output file / ``.m3u8`` HLS playlist).
-        encoding: output encoding; ``encoding.keyint`` is replaced by ``keyint_seconds`` x rate.
-        keyint_seconds: seconds between keyframes.
-        latency: latency budget, seconds: a frame is sent this long after it was decoded (the
-            network must finish it, window included, within that time, else it is upscaled
-            classically).
-        stall_timeout: seconds without input data before the input is reconnected.
-        connect_timeout: seconds to wait for the first input connection (0: forever).
-        reconnect_max: longest backoff between reconnection attempts, seconds.
-        slate: what fills a stall: ``repeat`` (the last frame) or ``black``.
-        duration: stop after this many seconds of output (None: run until SIGTERM/Ctrl-C).
-        backend, device, window, weights, threads, scene_cuts, faces, face_weights,
-            face_every: as for ``vsr upscale``.
-        mirror: run the mirror ensemble (2x the MACs; ``vsr upscale --mirror on``).
-        metrics_port, metrics_host: Prometheus ``/metrics``, ``/healthz``, ``/readyz``.
-    """
-
-    input: str
-    output: str
-    encoding: LiveEncoding = LiveEncoding()
-    keyint_seconds: float = 2.0
-    latency: float = 1.0
-    stall_timeout: float = 1.0
-    connect_timeout: float = 30.0
-    reconnect_max: float = 5.0
-    slate: str = "repeat"
-    duration: float | None = None
-    backend: str = "auto"
-    device: str = "auto"
-    window: int | None = None
-    weights: Path | str | None = None
-    mirror: bool = False
-    threads: int = 0
-    scene_cuts: bool = True
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-    faces: str = "off"
-    face_weights: Path | None = None
-    face_every: int = 5
-
-    def check(self) -> tuple[Endpoint, Endpoint]:
-        """Raise :class:`ConfigError` naming the first bad option; return the two endpoints."""
-        source, target = parse_endpoint(self.input, output=False), parse_endpoint(self.output, output=True)
-        from ..models.weights import AUTO
-
-        if self.weights == AUTO:
-            raise ConfigError("--weights auto is for files: a live stream's network is built before its first frame; pass --weights default, compressed or heavy")
-        if not source.live:
-            raise ConfigError(f"{self.input}: not a live URL (udp://, rtp://, srt://, rist://, rtmp://, rtsp://, tcp://); use 'vsr upscale' for files")
-        if self.latency <= 0 or self.stall_timeout <= 0 or self.keyint_seconds <= 0:
-            raise ConfigError("--latency, --stall-timeout and --keyint must be positive")
-        if self.slate not in ("repeat", "black"):
-            raise ConfigError(f"--slate {self.slate}: use repeat or black")
-        if self.window is not None and (self.window < 1 or self.window % 2 == 0):
-            raise ConfigError(f"--window {self.window}: must be an odd number >= 1")
-        if self.duration is not None and self.duration <= 0:
-            raise ConfigError(f"--duration {self.duration}: must be positive")
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(f"--metrics-port {self.metrics_port}: not a TCP port")
-        check_encoder(self.encoding.codec)
-        if target.protocol in ("file", "hls"):  # fail now, not when the first frame arrives
-            folder = Path(self.output).parent
-            if not folder.is_dir():
-                raise OutputError(f"output folder does not exist: {folder}")
-            if not os.access(folder, os.W_OK):
-                raise OutputError(f"output folder is not writable: {folder}")
-        return source, target
+from .assemble import build_backend, choose_network, face_engine, metrics_server
+from .clock import Clock, RawFrame, SlotMapper, Slots
+from .harness import Harness, Stopped
+from .options import RunOptions
 
 
 @dataclass(frozen=True)
@@ -153,128 +78,13 @@ class StreamSummary:
         )
 
 
-class Clock:
-    """Output slots on the wall clock: slot ``k`` is due at ``epoch + k / rate`` (monotonic seconds)."""
-
-    def __init__(self, rate: Fraction, latency: float) -> None:
-        self.rate = rate
-        self.period = float(1 / rate)
-        self.latency = latency
-        self.epoch = 0.0
-
-    def start(self, arrival: float) -> None:
-        """The first frame arrived at ``arrival``: it is due one latency budget later."""
-        self.epoch = arrival + self.latency
-
-    def due(self, slot: int) -> float:
-        return self.epoch + slot * self.period
-
-    def natural_slot(self, arrival: float) -> float:
-        """The slot a frame arriving at ``arrival`` would get if it were sent one budget later."""
-        return (arrival + self.latency - self.epoch) / self.period
-
-
-class SlotMapper:
-    """Input timestamps -> output slots, per connection (:meth:`new_session` at each connect).
-
-    Within a connection, slot = anchor slot + (timestamp - anchor timestamp) x rate, so the input's
-    own timing (and its A/V offset) is kept. The anchor is re-set when a frame would be late (due
-    before it arrived: the sender's clock is slow, or it restarted) or early by more than a few
-    frames (the anchor frame itself came late, e.g. after a burst; the sender's clock is fast):
-    then the frame is due one budget after its arrival again. Catching up on an early frame
-    re-uses slots already given to older frames: those frames are dropped (``duplicate_slot``).
-    """
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.anchor: tuple[float, int] | None = None  # (input seconds, slot)
-        self.last_slot = -1
-        self.resyncs = 0
-
-    def new_session(self) -> None:
-        self.anchor = None
-
-    def _set_anchor(self, seconds: float, arrival: float, *, catch_up: bool = False) -> None:
-        slot = math.ceil(self.clock.natural_slot(arrival) - 1e-6)
-        if not catch_up:
-            slot = max(slot, self.last_slot + 1)
-        self.anchor = (seconds, slot)
-
-    def video_slot(self, seconds: float, arrival: float) -> int | None:
-        """The slot of a frame with input time ``seconds``; None if its slot is taken."""
-        if self.anchor is None:
-            self._set_anchor(seconds, arrival)
-        slot = self._slot(seconds)
-        natural = self.clock.natural_slot(arrival)
-        tolerance = max(4.0, 0.1 * float(self.clock.rate))  # frames of arrival jitter tolerated
-        late = self.clock.due(slot) <= arrival
-        early = slot > natural + tolerance
-        if late or early:
-            self.resyncs += 1
-            self._set_anchor(seconds, arrival, catch_up=early)
-            slot = self._slot(seconds)
-        if slot <= self.last_slot:
-            return None
-        self.last_slot = slot
-        return slot
-
-    def audio_sample(self, seconds: float) -> int | None:
-        """Output sample index of audio with input time ``seconds`` (None before the first frame)."""
-        if self.anchor is None:
-            return None
-        anchor_seconds, anchor_slot = self.anchor
-        return round((anchor_slot * self.clock.period + seconds - anchor_seconds) * RATE)
-
-    def _slot(self, seconds: float) -> int:
-        anchor_seconds, anchor_slot = self.anchor
-        return anchor_slot + round((seconds - anchor_seconds) * float(self.clock.rate))
-
-
-@dataclass
-class _Raw:
-    """An input frame waiting for its slot."""
-
-    picture: Picture
-    arrival: float
-    reason: str = "engine_late"  # why it would be upscaled classically
-
-
-@dataclass
-class _Slots:
-    """Frames by slot: raw input (for the classical fallback) and network output."""
-
-    raw: dict[int, _Raw] = field(default_factory=dict)
-    ready: dict[int, tuple[Picture, bool]] = field(default_factory=dict)  # (picture, short window)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    next_out: int = 0  # the next slot the playout will send
-
-    def put_raw(self, slot: int, raw: _Raw) -> None:
-        with self.lock:
-            self.raw[slot] = raw
-
-    def put_ready(self, picture: Picture, *, short: bool = False) -> None:
-        with self.lock:
-            if picture.index >= self.next_out:  # else the playout has already sent its slot
-                self.ready[picture.index] = (picture, short)
-
-    def take(self, slot: int) -> tuple[tuple[Picture, bool] | None, _Raw | None]:
-        with self.lock:
-            self.next_out = slot + 1
-            ready, raw = self.ready.pop(slot, None), self.raw.pop(slot, None)
-            for old in [k for k in self.raw if k < slot]:
-                del self.raw[old]
-            for old in [k for k in self.ready if k < slot]:
-                del self.ready[old]
-            return ready, raw
-
-
 _EOS = object()
 
 
 class LivePipeline:
     """Ingest, SR and playout threads for one live input and one output (module docstring)."""
 
-    def __init__(self, config: StreamConfig, live_input: LiveInput, backend: Backend, metrics: LiveMetrics, *, log: Callable[[str], None] = print) -> None:
+    def __init__(self, config: RunOptions, live_input: LiveInput, backend: Backend, metrics: LiveMetrics, *, log: Callable[[str], None] = print) -> None:
         self.config = config
         self.input = live_input
         self.backend = backend
@@ -282,10 +92,12 @@ class LivePipeline:
         self.log = log
         self.window = config.window or backend.window
         self.stop_requested = threading.Event()  # drain: stop reading, send what is buffered, close
-        self._halt = threading.Event()  # everything stops now (error, second signal)
+        # Everything stops at once on the harness's halt (a stage error, a second signal).
+        self.harness = Harness(on_error=lambda stage, exc: metrics.errors.labels(stage, type(exc).__name__).inc())
+        self.harness.on_halt(self.stop_requested.set)
+        self._halt = self.harness.halt
         self._ingest_done = threading.Event()
-        self._errors: list[tuple[str, BaseException]] = []
-        self.slots = _Slots()
+        self.slots = Slots()
         self.audio = AudioTimeline()
         self.sr_queue: queue.Queue = queue.Queue(maxsize=max(8, 2 * self.window))
         self.output: LiveOutput | None = None
@@ -297,10 +109,10 @@ class LivePipeline:
 
     # -- health -----------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
-        if self._errors:
-            stage, exc = self._errors[0]
+        if self.harness.errors:
+            stage, exc = self.harness.errors[0]
             return False, f"{stage} failed: {exc}"
-        if self.output is not None and time.monotonic() - self.last_tick > max(5.0, 3 * self.config.latency):
+        if self.output is not None and time.monotonic() - self.last_tick > max(5.0, 3 * self.config.live.latency):
             return False, "playout stuck"
         return True, "ok"
 
@@ -328,32 +140,26 @@ class LivePipeline:
             raise KeyboardInterrupt
         fmt = self.format
         cfg = self.config
-        self.clock = Clock(fmt.rate, cfg.latency)
+        self.clock = Clock(fmt.rate, cfg.live.latency)
         self.mapper = SlotMapper(self.clock)
         spec = first.picture.spec
-        self.out_spec: ColourSpec = output_spec(ColourSpec(spec.matrix, spec.full_range, spec.bit_depth, (2, 2)), cfg.encoding.codec)
+        self.out_spec: ColourSpec = output_spec(ColourSpec(spec.matrix, spec.full_range, spec.bit_depth, (2, 2)), cfg.encoder.codec)
         width, height = fmt.width * 2, fmt.height * 2
-        encoding = replace(cfg.encoding, keyint=max(1, round(cfg.keyint_seconds * fmt.rate)))
+        encoding = replace(cfg.encoder, keyint=max(1, round(cfg.live.keyint_seconds * fmt.rate)))
         self.output = LiveOutput(
             parse_endpoint(cfg.output, output=True), width=width, height=height, rate=fmt.rate, spec=self.out_spec, tags=first.picture.tags,
-            audio=fmt.audio, encoding=encoding, backoff_max=cfg.reconnect_max, on_reconnect=self.metrics.output_reconnects.inc, log=self.log,
+            audio=fmt.audio, encoding=encoding, backoff_max=cfg.live.reconnect_max, on_reconnect=self.metrics.output_reconnects.inc, log=self.log,
         )
-        self.faces = face_engine(cfg.faces, cfg.face_weights, cfg.face_every, self.metrics, self.log)
+        self.faces = face_engine(cfg.faces, cfg.face_weights, cfg.face_every, self.metrics.face_frame, self.log)
         self.upscaler = VideoUpscaler(self.backend, window=self.window, output_spec=self.out_spec, faces=self.faces)
         self.metrics.window_frames = lambda: self.upscaler.held
         self.metrics.queues = {"sr": self.sr_queue}
         self.metrics.connected.set(1)
-        self.log(f"input: {fmt.width}x{fmt.height} {fmt.codec} at {float(fmt.rate):.3g} fps{' with audio' if fmt.audio else ''}; output {width}x{height} {cfg.encoding.codec}, keyframe every {encoding.keyint} frames, latency budget {cfg.latency:g} s")
+        self.log(f"input: {fmt.width}x{fmt.height} {fmt.codec} at {float(fmt.rate):.3g} fps{' with audio' if fmt.audio else ''}; output {width}x{height} {cfg.encoder.codec}, keyframe every {encoding.keyint} frames, latency budget {cfg.live.latency:g} s")
         self.clock.start(first.arrival)
         self._warm_up(first.picture)  # inside the budget: frames decoded meanwhile are not late yet
         self._ingest_video(first)
-        self._threads = [
-            threading.Thread(target=self._guard, args=("ingest", lambda: self._ingest(events)), name="vsr-ingest", daemon=True),
-            threading.Thread(target=self._guard, args=("upscale", self._sr), name="vsr-sr", daemon=True),
-            threading.Thread(target=self._guard, args=("playout", self._playout), name="vsr-playout", daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
+        self.harness.start([("ingest", lambda: self._ingest(events)), ("upscale", self._sr), ("playout", self._playout)])
 
     def _warm_up(self, picture: Picture) -> None:
         """Run the network once on the first picture: first runs are slow (allocation, graph
@@ -364,29 +170,10 @@ class LivePipeline:
         self._sr_seconds = time.monotonic() - started
         self.log(f"network: {self._sr_seconds * 1000:.0f} ms for the first frame (window {self.window})")
 
-    def _guard(self, stage: str, fn: Callable[[], None]) -> None:
-        try:
-            fn()
-        except BaseException as exc:  # reported by wait()
-            self.metrics.errors.labels(stage, type(exc).__name__).inc()
-            self._errors.append((stage, exc))
-            self._halt.set()
-            self.stop_requested.set()
-
     def wait(self, on_tick: Callable[[], None] | None = None) -> None:
-        """Block until the playout ends (duration reached, or drained after :meth:`request_stop`)."""
-        while self._threads[-1].is_alive():
-            self._threads[-1].join(timeout=0.2)
-            if on_tick:
-                on_tick()
-        self._halt.set()
-        for t in self._threads:
-            t.join(timeout=10)
-        if self._errors:
-            stage, exc = self._errors[0]
-            if isinstance(exc, VsrError):
-                raise exc
-            raise VsrError(f"{stage} failed: {type(exc).__name__}: {exc}") from exc
+        """Block until the playout ends (duration reached, or drained after :meth:`request_stop`);
+        raise the first stage error."""
+        self.harness.wait(on_tick, join_timeout=10)
 
     def request_stop(self) -> None:
         """Drain: stop reading, send the frames already buffered, close the output."""
@@ -394,8 +181,7 @@ class LivePipeline:
 
     def halt(self) -> None:
         """Stop at once (a second signal)."""
-        self.stop_requested.set()
-        self._halt.set()
+        self.harness.stop()
 
     @property
     def halted(self) -> bool:
@@ -419,7 +205,7 @@ class LivePipeline:
                     self.metrics.connected.set(0)
                     self.mapper.new_session()
                     self._stalled_at = time.monotonic()
-                    self.log(f"input stalled ({event.reason}): sending {'the last frame' if self.config.slate == 'repeat' else 'black'} with silence; reconnecting")
+                    self.log(f"input stalled ({event.reason}): sending {'the last frame' if self.config.live.slate == 'repeat' else 'black'} with silence; reconnecting")
                 elif isinstance(event, Connected) and not event.first:
                     self.metrics.reconnects.inc()
                     self.metrics.connected.set(1)
@@ -436,8 +222,8 @@ class LivePipeline:
         if slot is None:
             self.metrics.dropped.labels("duplicate_slot").inc()
             return
-        picture = replace(event.picture, index=slot)
-        raw = _Raw(picture, event.arrival)
+        picture = replace(event.picture, slot=slot)
+        raw = RawFrame(picture, event.arrival)
         self.slots.put_raw(slot, raw)
         try:
             self.sr_queue.put_nowait(raw)
@@ -445,12 +231,10 @@ class LivePipeline:
             raw.reason = "queue_full"
 
     def _put_sr(self, item) -> None:
-        while not self._halt.is_set():
-            try:
-                self.sr_queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        try:
+            self.harness.put(self.sr_queue, item)
+        except Stopped:
+            pass
 
     # -- SR ---------------------------------------------------------------------------------------
     def _sr(self) -> None:
@@ -470,7 +254,7 @@ class LivePipeline:
                     for out in current.flush():
                         self.slots.put_ready(out, short=current is single)
                 break
-            slot = item.picture.index
+            slot = item.picture.slot
             cut = bool(detector is not None and detector.is_cut(item.picture.y, item.picture.spec.max_code))
             if cut:
                 self.metrics.scene_cuts.inc()
@@ -511,7 +295,7 @@ class LivePipeline:
     # -- playout ----------------------------------------------------------------------------------
     def _playout(self) -> None:
         cfg = self.config
-        last_slot = round(cfg.duration * self.clock.rate) - 1 if cfg.duration else None
+        last_slot = round(cfg.live.duration * self.clock.rate) - 1 if cfg.live.duration else None
         slot = 0
         previous: Picture | None = None
         while not self._halt.is_set():
@@ -525,11 +309,11 @@ class LivePipeline:
                 self._halt.wait(min(due - now, 0.05))
                 continue
             self.last_tick = now
-            behind = now - due > max(cfg.latency, 4 * self.clock.period)
+            behind = now - due > max(cfg.live.latency, 4 * self.clock.period)
             previous = self._send(slot, previous, skip_video=behind) or previous
             slot += 1
         self.stop_requested.set()
-        if self.output is not None and not self._errors:
+        if self.output is not None and not self.harness.errors:
             self.output.close()
 
     def _send(self, slot: int, previous: Picture | None, *, skip_video: bool) -> Picture | None:
@@ -554,12 +338,12 @@ class LivePipeline:
             if self.output.write_video(picture, slot):
                 sent = picture
                 self.frames_out += 1
-                self.metrics.output_frames.labels(kind).inc()
-                self.metrics.frame_done("encode", time.monotonic() - started)
+                self.metrics.frame_done("encode", time.monotonic() - started, kind=kind)  # by kind; throughput: the network's only
                 if raw is not None:
                     self.metrics.end_to_end.observe(time.monotonic() - raw.arrival)
             elif raw is not None:
                 self.metrics.dropped.labels("output_down").inc()
+        self.metrics.output_state(self.output.connected)
         if self.format.audio:
             first = round(slot * self.clock.period * RATE)
             count = round((slot + 1) * self.clock.period * RATE) - first
@@ -567,7 +351,7 @@ class LivePipeline:
         return sent
 
     def _slate(self, previous: Picture | None) -> Picture:
-        if previous is not None and self.config.slate == "repeat":
+        if previous is not None and self.config.live.slate == "repeat":
             return previous
         width, height = self.format.width * 2, self.format.height * 2
         y, u, v = black(width, height, self.out_spec)
@@ -600,36 +384,35 @@ class LivePipeline:
         )
 
 
-def run_stream(config: StreamConfig, *, log: Callable[[str], None] = print, metrics: LiveMetrics | None = None, backend: Backend | None = None, stop: threading.Event | None = None, halt: threading.Event | None = None) -> StreamSummary:
-    """Upscale a live input into a live output until ``duration`` or ``stop`` (drain) / ``halt``.
+def run_live(options: RunOptions, *, log: Callable[[str], None] = print, metrics: LiveMetrics | None = None, backend: Backend | None = None, stop: threading.Event | None = None, halt: threading.Event | None = None) -> StreamSummary:
+    """Upscale a live input into a live output until ``options.live.duration`` or ``stop``
+    (drain) / ``halt``.
 
     Raises:
         VsrError: a problem the user can act on (bad URL or option, no input within
             ``connect_timeout``, an output file that cannot be written, a backend failure).
     """
-    source, _target = config.check()
+    source, _target = options.check()
+    if not source.live:
+        raise ConfigError(f"{options.input}: not a live URL (udp://, rtp://, srt://, rist://, rtmp://, rtsp://, tcp://); use 'vsr upscale' for files")
+    live = options.live
     metrics = metrics or LiveMetrics()
-    metrics.budget.set(config.latency)
+    metrics.budget.set(live.latency)
     stop = stop or threading.Event()
     halt = halt or threading.Event()
     server = None
     pipeline = None
     try:
         if backend is None:
-            name, device, reason = resolve(config.backend, config.device)
-            log(f"backend: {name} on {device} ({reason})")
-            backend = create_backend(name, device, weights=config.weights, threads=config.threads, mirror=config.mirror)
-            if config.mirror:
-                log("mirror ensemble: on (the network runs twice per frame)")
+            choice = choose_network(options.weights, options.mirror, None, None)
+            backend = build_backend(options.backend, options.device, choice, threads=options.threads, log=log)
         metrics.backend_info.labels(backend.name, backend.device).set(1)
-        live_input = LiveInput(source, stall_timeout=config.stall_timeout, connect_timeout=config.connect_timeout, backoff_max=config.reconnect_max, on_bytes=metrics.input_packet, log=log)
-        pipeline = LivePipeline(config, live_input, backend, metrics, log=log)
-        if config.metrics_port is not None:
-            server = MetricsServer(metrics.registry, port=config.metrics_port, host=config.metrics_host, health=pipeline.healthy, ready=pipeline.ready)
-            log(f"metrics: http://{server.host}:{server.port}/metrics (and /healthz, /readyz)")
+        live_input = LiveInput(source, stall_timeout=live.stall_timeout, connect_timeout=live.connect_timeout, backoff_max=live.reconnect_max, on_bytes=metrics.input_packet, log=log)
+        pipeline = LivePipeline(options, live_input, backend, metrics, log=log)
+        server = metrics_server(metrics.registry, options.metrics_port, options.metrics_host, log, health=pipeline.healthy, ready=pipeline.ready)
         watcher = threading.Thread(target=_relay, args=(stop, halt, pipeline), daemon=True, name="vsr-signals")
         watcher.start()
-        log(f"waiting for {config.input} ...")
+        log(f"waiting for {options.input} ...")
         pipeline.start()
         started = time.monotonic()
         pipeline.wait()

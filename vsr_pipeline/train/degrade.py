@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..colour import ColourSpec
+from ..io.encode import write_video
 from ..io.frames import Picture, frame_from_planes, picture_from_frame
 
 _SPEC = ColourSpec("bt709", False, 8, (2, 2))
@@ -112,26 +113,14 @@ def encode_yuv420(y: np.ndarray, u: np.ndarray, v: np.ndarray, *, codec: str = "
     median QP 28.1-28.5 for one clip over runs, with one thread as with several; Debian's
     ffmpeg 5.1 repeated its bytes): keep the bytes where runs must be compared (``vsr eval`` does).
     """
-    import av
-
     from ..io.sink import check_picture_size
 
     frames, height, width = y.shape
     check_picture_size(codec, width, height)
+    options = {"crf": str(crf), "preset": "veryfast"} | ({"x265-params": "log-level=none"} if codec == "libx265" else {})
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format="matroska") as out:
-        stream = out.add_stream(codec, rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        if codec == "libx265":
-            stream.options["x265-params"] = "log-level=none"
-        for i in range(frames):
-            frame = frame_from_planes(y[i], u[i], v[i], _SPEC)
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    pictures = (frame_from_planes(y[i], u[i], v[i], _SPEC) for i in range(frames))
+    write_video(buffer, pictures, codec=codec, width=width, height=height, rate=25, options=options, format="matroska")
     return buffer.getvalue()
 
 

@@ -35,7 +35,9 @@ from ..engines.base import Backend
 from ..engines.select import create_backend
 from ..io.frames import Picture, lossless_qp_map, planes_tensor, to_420_8bit
 from ..io.source import open_source
-from ..models.weights import AUTO, choose_mirror, choose_weights, load_config, source_qp, weights_argument
+from ..models.weights import AUTO, load_config, source_qp, weights_argument
+from ..run.assemble import choose_network
+from ..quality import psnr  # noqa: F401 (also imported from here by face_evaluate and the tests)
 from ..scenecut import SceneCutDetector
 from ..upscaler import VideoUpscaler
 from . import degrade
@@ -91,12 +93,6 @@ class EvalConfig:
     def all_cases(self) -> tuple[tuple[str, str], ...]:
         """The ``(condition, kernel)`` pairs to score."""
         return self.cases if self.cases is not None else tuple((c, k) for c in self.conditions for k in self.kernels)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    """PSNR in dB of two equally shaped arrays (border cropped by the caller)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * math.log10(peak * peak / max(mse, 1e-12))
 
 
 def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
@@ -220,13 +216,12 @@ def _decode_kept(keep: Path, condition: str, y, u, v, frames: int) -> list[Pictu
 
 
 def _keep_encoding(keep: Path, condition: str, y, u, v, data: bytes) -> None:
-    from .._files import partial_path
+    from .._files import writing
 
     path = _encoding_path(keep, condition, y, u, v)
     keep.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    with writing(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def run_network(upscaler: VideoUpscaler, low: list[Picture]) -> list[Picture]:
@@ -286,13 +281,9 @@ class BackendChooser:
     def pick(self, low: list[Picture], condition: str) -> tuple[Backend, str]:
         """The backend for the degraded clip ``low`` made under ``condition`` (CPU, PyTorch; one
         per weights and mirror, made once) and the row's weights label (``+mirror`` when on)."""
-        path, label = self.weights, Path(str(self.weights)).stem if self.weights else "default"
         coding = parse_condition(condition)
-        qps, codec = [p.qp for p in low], _DECODER[coding[0]] if coding else None
-        if self.weights == AUTO:
-            label, _ = choose_weights(qps, codec)
-            path = weights_argument(label)
-        mirror = choose_mirror(qps, codec)[0] if self.mirror == AUTO else self.mirror == "on"
+        choice = choose_network(self.weights, self.mirror, low, _DECODER[coding[0]] if coding else None)
+        path, mirror, label = choice.weights, choice.mirror, choice.label
         if (path, mirror) not in self._backends:
             self._backends[(path, mirror)] = create_backend("torch", "cpu", weights=path, mirror=mirror)
         return self._backends[(path, mirror)], label + ("+mirror" if mirror else "")
@@ -300,12 +291,13 @@ class BackendChooser:
 
 def _clips(cfg: EvalConfig) -> tuple[list[Path], dict[str, str]]:
     """The clips of ``cfg.split`` and their kinds (from the data folder's manifest)."""
+    from .._files import is_partial
     from ..errors import VsrError
 
     if cfg.split not in SPLIT_FOLDERS:
         raise VsrError(f"unknown split {cfg.split!r}: use one of {', '.join(SPLIT_FOLDERS)}")
     folder = cfg.data / SPLIT_FOLDERS[cfg.split]
-    clips = sorted(p for p in folder.glob("*") if not p.name.endswith(".partial"))
+    clips = sorted(p for p in folder.glob("*") if not is_partial(p))
     if not clips:
         hint = "vsr data prepare --footage" if cfg.split != "holdout" else "vsr data prepare"
         raise VsrError(f"no {'hold-out' if cfg.split == 'holdout' else cfg.split} clips in {folder}: run '{hint} --out {cfg.data}' first")

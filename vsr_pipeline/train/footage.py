@@ -292,8 +292,9 @@ def cut_segment(path: Path, out: Path, cfg: FootageConfig) -> dict:
     Returns:
         what was cut: ``{"start", "frames", "crop": [left, top, width, height]}``.
     """
-    import av
+    from dataclasses import replace
 
+    from ..io.encode import write_video
     from ..io.frames import frame_from_planes
 
     frames, width, height = count_frames(path)
@@ -303,23 +304,11 @@ def cut_segment(path: Path, out: Path, cfg: FootageConfig) -> dict:
     cw, ch = min(cfg.segment_size[0], width) // 4 * 4, min(cfg.segment_size[1], height) // 4 * 4
     left, top = (width - cw) // 4 * 2, (height - ch) // 4 * 2
     run = next(decode_runs(path, [start], cfg.segment_frames))
-    tmp = out.with_name(out.name + ".partial")
-    with av.open(str(tmp), "w", format="matroska") as container:
-        stream = container.add_stream("ffv1", rate=25)
-        stream.width, stream.height, stream.pix_fmt = cw, ch, "yuv420p"
-        tags = run[0].tags
-        ctx = stream.codec_context
-        ctx.color_primaries, ctx.color_trc, ctx.colorspace = tags.primaries, tags.transfer, tags.matrix
-        ctx.color_range = 2 if run[0].spec.full_range else 1
-        for i, p in enumerate(run):
-            planes = (p.y[top : top + ch, left : left + cw], p.u[top // 2 : (top + ch) // 2, left // 2 : (left + cw) // 2], p.v[top // 2 : (top + ch) // 2, left // 2 : (left + cw) // 2])
-            frame = frame_from_planes(*planes, p.spec, tags)
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    tmp.rename(out)
+    tags = run[0].tags
+    crops = ((p.y[top : top + ch, left : left + cw], p.u[top // 2 : (top + ch) // 2, left // 2 : (left + cw) // 2], p.v[top // 2 : (top + ch) // 2, left // 2 : (left + cw) // 2], p.spec) for p in run)
+    pictures = (frame_from_planes(y, u, v, spec, tags) for y, u, v, spec in crops)
+    stored = replace(tags, range=2 if run[0].spec.full_range else 1)
+    write_video(out, pictures, codec="ffv1", width=cw, height=ch, rate=25, tags=stored, format="matroska")
     return {"start": start, "frames": cfg.segment_frames, "crop": [left, top, cw, ch]}
 
 
@@ -364,15 +353,15 @@ def prepare_footage(out: Path, root: Path, cfg: FootageConfig = FootageConfig(),
         manifest.json        every clip: split, kind, sha256, what was cut; the licence terms of
                              each clip are in ``root``'s SOURCES.md files
 
-    Written into ``out.partial`` and renamed when complete; a failure leaves nothing behind.
+    Written into a partial folder beside ``out`` (:func:`~vsr_pipeline._files.writing`) and
+    renamed when complete; a failure leaves nothing behind.
     """
     import json
-    import shutil
     from dataclasses import asdict
 
     from tqdm import tqdm
 
-    from .._files import file_sha256
+    from .._files import file_sha256, writing
 
     files = footage_files(root, splits)
     manifest: dict = {"config": asdict(cfg), "root": str(root), "codings": dict(CODINGS), "crf_range": list(CRF_RANGE), "kernels": dict(KERNEL_PROBS), "licences": "see SOURCES.md in video/ and faces/ of the root", "files": []}
@@ -382,10 +371,8 @@ def prepare_footage(out: Path, root: Path, cfg: FootageConfig = FootageConfig(),
             entries[path] = {"path": path.relative_to(root).as_posix(), "split": split, "kind": kind_of(path.name), "sha256": file_sha256(path)}
             manifest["files"].append(entries[path])
     check_sealed(manifest["files"])
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        (tmp / "val").mkdir(parents=True)
+    with writing(out, folder=True) as tmp:
+        (tmp / "val").mkdir()
         (tmp / "test").mkdir()
         total = sum(pairs_per_clip(p, cfg) for p in files["train"]) + sum(pairs_per_clip(p, cfg, val=True) for p in files["val"])
         with tqdm(total=total, desc="cutting training pairs", unit="pair", disable=not show_progress) as bar:
@@ -404,10 +391,4 @@ def prepare_footage(out: Path, root: Path, cfg: FootageConfig = FootageConfig(),
                 entries[path]["segment"] = {"file": f"{split}/{name}", **cut_segment(path, tmp / split / name, cfg)}
         manifest["counts"] = {split: len(paths) for split, paths in files.items()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
     return manifest

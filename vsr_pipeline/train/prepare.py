@@ -29,14 +29,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._files import file_sha256
+from .._files import file_sha256, writing
 from ..colour import ColourSpec, quantise, rgb_to_planes
 from ..errors import VsrError
+from ..io.frames import ColourTags
 from . import degrade
 from .sources import ALL_SOURCES, source_root, package_version, resolve
 
-#: Colour description of every synthesised clip.
+#: Colour description of every synthesised clip, and the colour tags its files carry.
 CLIP_SPEC = ColourSpec("bt709", False, 8, (2, 2))
+BT709_TAGS = ColourTags(primaries=1, transfer=1, matrix=1, range=1)
 
 
 @dataclass(frozen=True)
@@ -231,8 +233,7 @@ def render_holdout(photo_path: Path, out: Path, cfg: PrepareConfig, rng: np.rand
     The clip is ``cfg.holdout_frames`` frames of ``cfg.holdout_size`` pixels square at 25 fps,
     a slow camera move without pasted objects: the ground truth for the "faces" kind.
     """
-    import av
-
+    from ..io.encode import write_video
     from ..io.frames import frame_from_planes
 
     photo = load_photo(photo_path, rng)
@@ -245,19 +246,9 @@ def render_holdout(photo_path: Path, out: Path, cfg: PrepareConfig, rng: np.rand
     render_cfg = PrepareConfig(frames=cfg.holdout_frames, hr_size=cfg.holdout_size, max_shift=1.0)
     clip = render_clip(photo, render_cfg, rng, moving_object=False)
     planes = [quantise(p, CLIP_SPEC)[:, 0].numpy() for p in rgb_to_planes(clip, CLIP_SPEC)]
-    with av.open(str(out), "w", format="matroska") as container:
-        stream = container.add_stream("ffv1", rate=25)
-        stream.width = stream.height = cfg.holdout_size
-        stream.pix_fmt = "yuv420p"
-        ctx = stream.codec_context
-        ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = 1, 1, 1, 1
-        for i in range(clip.shape[0]):
-            frame = frame_from_planes(planes[0][i], planes[1][i], planes[2][i], CLIP_SPEC)
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+    frames = (frame_from_planes(planes[0][i], planes[1][i], planes[2][i], CLIP_SPEC) for i in range(clip.shape[0]))
+    size = cfg.holdout_size
+    write_video(out, frames, codec="ffv1", width=size, height=size, rate=25, tags=BT709_TAGS, format="matroska")
     return out
 
 
@@ -274,26 +265,21 @@ def cut_holdout(video: Path, out: Path, start: int, frames: int) -> Path:
 
     import av
 
-    written = 0
-    with av.open(str(video)) as source, av.open(str(out), "w", format="matroska") as container:
+    from ..io.encode import write_video
+
+    with av.open(str(video)) as source:
         src = source.streams.video[0]
-        rate = Fraction(src.average_rate or 25)
-        stream = container.add_stream("ffv1", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = src.width, src.height, "yuv420p"
-        ctx, src_ctx = stream.codec_context, src.codec_context
-        ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = src_ctx.color_primaries, src_ctx.color_trc, src_ctx.colorspace, src_ctx.color_range
-        for index, frame in enumerate(source.decode(src)):
-            if index < start:
-                continue
-            picture = frame.reformat(format="yuv420p") if frame.format.name != "yuv420p" else frame
-            picture.pts, picture.time_base = written, 1 / rate
-            for packet in stream.encode(picture):
-                container.mux(packet)
-            written += 1
-            if written == frames:
-                break
-        for packet in stream.encode(None):
-            container.mux(packet)
+        ctx = src.codec_context
+        tags = ColourTags(ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range)
+
+        def segment():
+            for index, frame in enumerate(source.decode(src)):
+                if index >= start:
+                    yield frame.reformat(format="yuv420p") if frame.format.name != "yuv420p" else frame
+                    if index + 1 - start == frames:
+                        return
+
+        written = write_video(out, segment(), codec="ffv1", width=src.width, height=src.height, rate=Fraction(src.average_rate or 25), tags=tags, format="matroska")
     if written < frames:
         raise VsrError(f"{video.name}: needs {start + frames} frames for its hold-out segment, has {start + written}")
     return out
@@ -344,10 +330,8 @@ def prepare(out: Path, cache: Path, cfg: PrepareConfig = PrepareConfig(), *, sho
                 }
             )
             entries[path] = manifest["files"][-1]
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        (tmp / "holdout").mkdir(parents=True)
+    with writing(out, folder=True) as tmp:  # nothing half-written is left: the partial folder goes
+        (tmp / "holdout").mkdir()
         real = [(path, cfg.video_clips_per_file) for path in files["train_video"]] + [(path, cfg.animation_clips_per_file) for path in files["train_animation"]]
         total = len(files["train"]) * cfg.clips_per_photo + sum(n for _, n in real) + len(files["validation"]) * cfg.val_clips_per_photo
         with tqdm(total=total, desc="synthesising clips", unit="clip", disable=not show_progress) as bar:
@@ -376,10 +360,4 @@ def prepare(out: Path, cache: Path, cfg: PrepareConfig = PrepareConfig(), *, sho
             entry["rendered"] = f"{cfg.holdout_frames} frames {cfg.holdout_size}x{cfg.holdout_size}, slow camera move, FFV1"
         manifest["counts"] = {"train_clips": int(train["hr_y"].shape[0]), "val_clips": int(val["hr_y"].shape[0]), "holdout_videos": len(files["holdout"]) + len(files["holdout_render"])}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    except BaseException:  # nothing half-written is left: the partial folder goes
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
     return manifest

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._files import partial_path
+from .._files import writing
 from ..colour import quantise, rgb_to_planes
+from ..io.encode import add_video_stream, encode, finish
 from ..io.frames import frame_from_planes
 from . import degrade
-from .prepare import CLIP_SPEC, PrepareConfig, load_photo, render_clip
+from .prepare import BT709_TAGS, CLIP_SPEC, PrepareConfig, load_photo, render_clip
 from .sources import VALIDATION_PHOTOS, resolve
 
 
@@ -37,34 +38,22 @@ def make_sample(out: Path, cache: Path, *, frames_per_shot: int = 24, width: int
         shots.append(clip)
     clip = torch.cat(shots)
     planes = [quantise(degrade.downscale(quantise(p, CLIP_SPEC).float(), 2), CLIP_SPEC)[:, 0].numpy() for p in rgb_to_planes(clip, CLIP_SPEC)]
-    tmp = partial_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rate = 24
-    with av.open(str(tmp), "w") as container:
-        video = container.add_stream("libx264", rate=rate)
-        video.width, video.height, video.pix_fmt = width // 2, height // 2, "yuv420p"
-        video.options = {"crf": "16"}
-        ctx = video.codec_context
-        ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = 1, 1, 1, 1
+    with writing(out) as tmp, av.open(str(tmp), "w") as container:
+        video = add_video_stream(container, "libx264", width=width // 2, height=height // 2, rate=rate, options={"crf": "16"}, tags=BT709_TAGS)
         audio = container.add_stream("aac", rate=48000)
         audio.layout = "mono"
         for i in range(clip.shape[0]):
-            frame = frame_from_planes(planes[0][i], planes[1][i], planes[2][i], CLIP_SPEC)
-            frame.color_primaries = frame.color_trc = frame.colorspace = 1
-            frame.pts = i
-            frame.time_base = Fraction(1, rate)
-            for packet in video.encode(frame):
-                container.mux(packet)
+            frame = frame_from_planes(planes[0][i], planes[1][i], planes[2][i], CLIP_SPEC, BT709_TAGS)
+            frame.pts, frame.time_base = i, Fraction(1, rate)
+            encode(container, video, frame)
         samples = int(48000 * clip.shape[0] / rate)
         tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)
         for start in range(0, samples, 1024):
             chunk = tone[start : start + 1024].reshape(1, -1)
             aframe = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
             aframe.sample_rate, aframe.pts = 48000, start
-            for packet in audio.encode(aframe):
-                container.mux(packet)
-        for stream in (video, audio):
-            for packet in stream.encode(None):
-                container.mux(packet)
-    tmp.replace(out)
+            encode(container, audio, aframe)
+        finish(container, video, audio)
     return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -20,9 +19,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .._files import writing
 from ..colour import rgb_to_planes
 from ..models.vsrnet import VSRNet, VSRNetConfig
 from ..models.weights import load_network, save_weights
+from ..quality import psnr
 from .dataset import Batch, ClipArrays
 from .prepare import CLIP_SPEC
 
@@ -194,12 +195,10 @@ def synthetic_flow_loss(net: VSRNet, frames: torch.Tensor, gen: torch.Generator)
 
 
 def y_psnr(pred_y: torch.Tensor, ref_y: torch.Tensor, border: int = 4, peak: float = 255.0) -> float:
-    """Y-PSNR in dB of ``(N, 1, H, W)`` code-valued planes, ``border`` pixels cropped."""
-    if border:
-        pred_y = pred_y[..., border:-border, border:-border]
-        ref_y = ref_y[..., border:-border, border:-border]
-    mse = F.mse_loss(pred_y.round().clamp(0, peak), ref_y.float()).item()
-    return 10 * math.log10(peak * peak / max(mse, 1e-10))
+    """Y-PSNR in dB (:func:`~vsr_pipeline.quality.psnr`) of a network's ``(N, 1, H, W)`` luma,
+    rounded to codes and clamped to ``[0, peak]``, against the reference's, ``border`` pixels
+    cropped; mean squared errors under 1e-10 count as 1e-10."""
+    return psnr(pred_y.round().clamp(0, peak), ref_y, peak, border=border, floor=1e-10)
 
 
 @torch.no_grad()
@@ -334,9 +333,8 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
                 f.write(json.dumps({"step": step, **last}) + "\n")
             log(f"step {step}/{cfg.steps} loss {running:.5f} val Y-PSNR {last['val_psnr']:.2f} dB (bicubic {last['val_psnr_bicubic']:.2f}, gain {last['val_gain_db']:+.2f})")
             save_weights(net, cfg.run / f"step{step:06d}.safetensors", extra={"trained_steps": str(step), "val": json.dumps(last)})  # to choose on validation later
-            tmp = ckpt_path.with_suffix(".partial")
-            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step}, tmp)
-            os.replace(tmp, ckpt_path)
+            with writing(ckpt_path) as tmp:
+                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step}, tmp)
             plot_log(log_path, cfg.run / "curves.png")
     save_weights(net, cfg.output, extra={"trained_steps": str(step), "data": str(cfg.data), "val": json.dumps(last)})
     return last

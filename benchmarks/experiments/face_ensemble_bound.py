@@ -7,7 +7,7 @@ augmentation covers), each output turned back and the eight averaged. This scrip
 the hold-out face clips, in the face region of ``vsr faces eval`` (MTCNN box on the ground truth,
 grown 20 %), for 1, 2 (the product's mirror), 4 and 8 orientations::
 
-    python benchmarks/face_ensemble_bound.py --data data/vsr_mixed --frames 24
+    python benchmarks/experiments/face_ensemble_bound.py --data data/vsr_mixed --frames 24
 
 Each condition runs the weights ``vsr upscale --weights auto`` picks for it (``default`` on clean
 input, ``heavy`` on these clips at CRF 28), without the mirror. Prints, per clip and condition, face-region Y-PSNR (dB) and temporal error per
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vsr_pipeline.faces.evaluate import face_boxes, region_scores
 from vsr_pipeline.io.frames import Picture
 from vsr_pipeline.models.weights import AUTO
 from vsr_pipeline.train.evaluate import BackendChooser, degrade_clip, ground_truth, run_network
+from vsr_pipeline.train.face_evaluate import face_boxes, region_scores
 from vsr_pipeline.upscaler import VideoUpscaler
 
 #: (horizontal flip, vertical flip, transpose), in the order the ensemble sizes take them:

@@ -12,13 +12,14 @@ from prometheus_client import CollectorRegistry
 from conftest import ffmpeg, ffprobe_json
 from vsr_pipeline.io.source import open_source
 from vsr_pipeline.metrics import PipelineMetrics
-from vsr_pipeline.run.file_job import UpscaleConfig, run_upscale
+from vsr_pipeline.run.file_job import run_file
+from vsr_pipeline.run.options import RunOptions
 
 
-def _config(src: Path, dst: Path, weights: Path, **kwargs) -> UpscaleConfig:
+def _config(src: Path, dst: Path, weights: Path, **kwargs) -> RunOptions:
     kwargs.setdefault("backend", "onnxruntime")
     kwargs.setdefault("device", "cpu")
-    return UpscaleConfig(input=str(src), output=str(dst), weights=weights, **kwargs)
+    return RunOptions(input=str(src), output=str(dst), weights=weights, **kwargs)
 
 
 def _decoded_frames(path: Path) -> int:
@@ -48,7 +49,7 @@ def video_only(tmp_path_factory) -> Path:
 def test_scene_cut_counted_once(two_shots, tiny_weights, tmp_path):
     metrics = PipelineMetrics(CollectorRegistry())
     out = tmp_path / "cut_x2.mp4"
-    summary = run_upscale(_config(two_shots, out, tiny_weights), log=lambda _: None, progress=False, metrics=metrics)
+    summary = run_file(_config(two_shots, out, tiny_weights), log=lambda _: None, progress=False, metrics=metrics)
     assert summary.scene_cuts == 1
     assert " 1 scene cuts " in summary.line()
     assert summary.line().startswith("upscaled 24 frames 64x48 -> 128x96 ")
@@ -58,7 +59,7 @@ def test_scene_cut_counted_once(two_shots, tiny_weights, tmp_path):
 
 def test_scene_cut_detection_can_be_disabled(two_shots, tiny_weights, tmp_path):
     metrics = PipelineMetrics(CollectorRegistry())
-    summary = run_upscale(_config(two_shots, tmp_path / "nocut.mp4", tiny_weights, scene_cuts=False), log=lambda _: None, progress=False, metrics=metrics)
+    summary = run_file(_config(two_shots, tmp_path / "nocut.mp4", tiny_weights, scene_cuts=False), log=lambda _: None, progress=False, metrics=metrics)
     assert summary.scene_cuts == 0
     assert metrics.registry.get_sample_value("vsr_scene_cuts_total") == 0
     assert summary.frames == 24
@@ -66,7 +67,7 @@ def test_scene_cut_detection_can_be_disabled(two_shots, tiny_weights, tmp_path):
 
 def test_no_scene_cut_in_a_single_shot(video_only, tiny_weights, tmp_path):
     metrics = PipelineMetrics(CollectorRegistry())
-    summary = run_upscale(_config(video_only, tmp_path / "one.mp4", tiny_weights), log=lambda _: None, progress=False, metrics=metrics)
+    summary = run_file(_config(video_only, tmp_path / "one.mp4", tiny_weights), log=lambda _: None, progress=False, metrics=metrics)
     assert summary.scene_cuts == 0
     assert metrics.registry.get_sample_value("vsr_scene_cuts_total") == 0
 
@@ -94,7 +95,7 @@ def test_queues_are_bounded(queue_size, video_only, tiny_weights, tmp_path):
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        summary = run_upscale(_config(video_only, tmp_path / "q.mp4", tiny_weights, queue_size=queue_size), log=lambda _: None, progress=False, metrics=metrics)
+        summary = run_file(_config(video_only, tmp_path / "q.mp4", tiny_weights, queue_size=queue_size), log=lambda _: None, progress=False, metrics=metrics)
     finally:
         done.set()
         sampler.join(5)
@@ -120,7 +121,7 @@ def test_zero_copy_streams(video_only, tiny_weights, tmp_path):
         source.close()
     metrics = PipelineMetrics(CollectorRegistry())
     out = tmp_path / "video_only_x2.mkv"
-    summary = run_upscale(_config(video_only, out, tiny_weights), log=lambda _: None, progress=False, metrics=metrics)
+    summary = run_file(_config(video_only, out, tiny_weights), log=lambda _: None, progress=False, metrics=metrics)
     assert summary.frames == 30 and summary.output_size == (128, 96)
     kinds = [s["codec_type"] for s in ffprobe_json(out)["streams"]]
     assert kinds == ["video"]

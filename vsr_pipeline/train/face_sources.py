@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .._files import file_sha256
 from ..errors import VsrError
+from .sources import unpack_package, unpack_wheel
 
 #: Licence text of the insightface sdist's sample photographs.
 INSIGHTFACE_LICENCE = (
@@ -120,8 +121,6 @@ def unpack_sdist(package: str, version: str, cache: Path) -> Path:
 
 def source_path(source: FaceSource, cache: Path) -> Path:
     """The unpacked file of ``source``, fetched into ``cache`` on first use."""
-    from ..train.sources import unpack_package, unpack_wheel
-
     if source.registry == "pypi-sdist":
         root = unpack_sdist(source.package, source.version or "", cache)
     elif source.registry == "pypi":

@@ -18,11 +18,11 @@ import numpy as np
 
 from ..classical import picture_to_rgb8, upscale_picture
 from ..errors import VsrError
+from ..faces.engine import FaceEngine, FaceEngineConfig, load_face_net
+from ..faces.mtcnn import MTCNN, DetectorConfig
 from ..io.frames import Picture
-from ..train.evaluate import BackendChooser, degrade_clip, ground_truth, psnr, run_network, temporal_error
 from ..upscaler import VideoUpscaler
-from .engine import FaceEngine, FaceEngineConfig, load_face_net
-from .mtcnn import MTCNN, DetectorConfig
+from .evaluate import BackendChooser, degrade_clip, ground_truth, psnr, run_network, temporal_error
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ the two outputs: twice the MACs, within the 1.5 TMAC budget for the compressed w
 product's ``--mirror`` (:class:`vsr_pipeline.engines.mirror.MirrorEnsemble`, on by default for
 lossy input since 2026-11-22); ``--partner`` averages two networks instead::
 
-    python benchmarks/flip_ensemble.py --data data/vsr_mixed --weights compressed --frames 12 --conditions crf28 clean
+    python benchmarks/experiments/flip_ensemble.py --data data/vsr_mixed --weights compressed --frames 12 --conditions crf28 clean
 
 Prints, per hold-out clip and condition, the Y-PSNR gain over Lanczos (dB) of the single network
 and of the ensemble, then the means.

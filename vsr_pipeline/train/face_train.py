@@ -1,6 +1,6 @@
 """Training the face SR network on real faces (heavily augmented) and general photographs.
 
-Real faces are scarce offline. The training faces (:mod:`.sources`; none of them is in the
+Real faces are scarce offline. The training faces (:mod:`.face_sources`; none of them is in the
 hold-out) are found and landmarked by the MTCNN detector, each used many times under
 augmentation: flip, rotation up to 10 degrees, scale (the face 40-140 output pixels wide, never
 upsampled), brightness/contrast/colour jitter, blur, noise, and, with probability ``compress``,
@@ -35,8 +35,9 @@ import torch.nn.functional as F
 
 from ..colour import ColourSpec, planes_to_rgb, quantise, rgb_to_planes
 from ..errors import ConfigError, VsrError
-from .face_sr import FaceSRConfig, FaceSRNet, macs_per_pixel
-from .sources import FACE_SOURCES, FaceSource, check_disjoint, provenance, source_path
+from ..faces.face_sr import FaceSRConfig, FaceSRNet, macs_per_pixel
+from ..quality import psnr_from_mse
+from .face_sources import FACE_SOURCES, FaceSource, check_disjoint, provenance, source_path
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ MIN_SCORE, MIN_WIDTH = 0.9, 24
 
 def face_images(cache: Path, sources: tuple[FaceSource, ...] = FACE_SOURCES) -> list[TrainFace]:
     """The faces MTCNN finds in the training face photographs, split into train and val."""
-    from .mtcnn import MTCNN, DetectorConfig
+    from ..faces.mtcnn import MTCNN, DetectorConfig
 
     detector = MTCNN(DetectorConfig(min_face=20))
     out = []
@@ -244,7 +245,7 @@ def as_decoded(rgb: torch.Tensor) -> torch.Tensor:
 def compressed(frames: torch.Tensor, crf: int) -> torch.Tensor:
     """``(T, 3, h, w)`` RGB frames through a real H.264 round trip (8-bit 4:2:0 BT.709, CRF
     ``crf``, FFmpeg's libx264 via PyAV, as the video data pipeline does), back to RGB."""
-    from ..train.degrade import compress_yuv420
+    from .degrade import compress_yuv420
 
     y, u, v = (quantise(p, DECODED)[:, 0].numpy() for p in rgb_to_planes(frames.clamp(0, 1), DECODED))
     y, u, v = compress_yuv420(y, u, v, crf=crf)
@@ -273,7 +274,7 @@ def face_psnr(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> to
     b = quantise(rgb_to_planes(target.clamp(0, 1), DECODED)[0], DECODED).float()
     m = mask.float()
     mse = (((a - b) ** 2) * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp(min=1)
-    return 10 * torch.log10(255.0**2 / mse.clamp(min=1e-3))
+    return psnr_from_mse(mse, 255.0, floor=1e-3)
 
 
 def _window(image: torch.Tensor, cx: float, cy: float, side: int, scale: float, angle: float) -> torch.Tensor:
@@ -375,7 +376,7 @@ def train_face_sr(cfg: FaceTrainConfig, *, log: Callable[[str], None] = print) -
     to ``cfg.out`` (provenance in its header and in ``<out>.json``); return that record."""
     from .._files import file_sha256
     from ..models.weights import default_weights_path, load_network, save_weights
-    from ..train.trainer import train_device
+    from .trainer import train_device
 
     device = train_device(cfg.device)
     torch.manual_seed(cfg.seed)

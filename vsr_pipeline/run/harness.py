@@ -1,0 +1,125 @@
+"""The thread harness both jobs run on: stages in threads, bounded queues, one stop, first error.
+
+A job names its stages (functions run each in its own thread, in order; the last one is the
+stage whose end is the job's end: the encoder of a file, the playout of a live stream). Stages
+pass items through bounded :class:`queue.Queue` s with :meth:`Harness.put` and
+:meth:`Harness.get`, which give up (raise :class:`Stopped`) once the harness is halted, so a full
+or empty queue never blocks a stopping job. The first exception of any stage is counted in the
+job's metrics, halts every stage, and is raised again in the caller's thread by
+:meth:`Harness.wait`: a :class:`VsrError` as it is, anything else as
+``VsrError("<stage> stage failed: <Type>: <message>")`` with the original as its cause.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable
+
+from ..errors import VsrError
+
+
+class Stopped(Exception):
+    """Raised inside a stage when the harness is halted (another stage failed, or a stop)."""
+
+
+class Harness:
+    """Stages in threads with one halt and the first error (see module docstring).
+
+    Args:
+        on_error: called with ``(stage, exception)`` for every stage that fails (metrics).
+    """
+
+    def __init__(self, on_error: Callable[[str, BaseException], None] | None = None) -> None:
+        self.halt = threading.Event()
+        self.errors: list[tuple[str, BaseException]] = []
+        self._on_error = on_error
+        self._threads: list[threading.Thread] = []
+        self._halt_hooks: list[Callable[[], None]] = []
+
+    def on_halt(self, hook: Callable[[], None]) -> None:
+        """Also call ``hook`` when a stage fails (e.g. to set a job's own drain event)."""
+        self._halt_hooks.append(hook)
+
+    # -- queues -----------------------------------------------------------------------------------
+    def put(self, q: queue.Queue, item) -> None:
+        """Put ``item`` on ``q``, waiting while it is full; raise :class:`Stopped` once halted."""
+        while not self.halt.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise Stopped
+
+    def get(self, q: queue.Queue):
+        """The next item of ``q``, waiting while it is empty; raise :class:`Stopped` once halted."""
+        while not self.halt.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        raise Stopped
+
+    # -- threads ----------------------------------------------------------------------------------
+    def start(self, stages: list[tuple[str, Callable[[], None]]]) -> None:
+        """Start one daemon thread per ``(name, function)``; the last is the job's main stage."""
+        self._threads = [threading.Thread(target=self._guard, args=(name, fn), name=f"vsr-{name}", daemon=True) for name, fn in stages]
+        for t in self._threads:
+            t.start()
+
+    def _guard(self, stage: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Stopped:
+            pass
+        except BaseException as exc:  # raised again in the caller's thread by wait()
+            if self._on_error is not None:
+                self._on_error(stage, exc)
+            self.errors.append((stage, exc))
+            self.stop()
+
+    def stop(self) -> None:
+        """Halt every stage now."""
+        self.halt.set()
+        for hook in self._halt_hooks:
+            hook()
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors)
+
+    def wait(self, on_tick: Callable[[], None] | None = None, *, join_timeout: float = 30.0) -> None:
+        """Block until the last stage ends (calling ``on_tick`` about 5 times a second), halt the
+        others, join them, and raise the first stage error (see module docstring).
+
+        Raises:
+            VsrError: the first stage's error.
+            KeyboardInterrupt: as it comes; the stages are halted and joined first.
+        """
+        main = self._threads[-1]
+        try:
+            while main.is_alive():
+                main.join(timeout=0.2)
+                if on_tick:
+                    on_tick()
+        except KeyboardInterrupt:
+            self.stop()
+            self.join(join_timeout)
+            raise
+        self.halt.set()
+        self.join(join_timeout)
+        self.raise_first()
+
+    def join(self, timeout: float) -> None:
+        for t in self._threads:
+            t.join(timeout=timeout)
+
+    def raise_first(self) -> None:
+        """Raise the first stage error, if any (see module docstring)."""
+        if not self.errors:
+            return
+        stage, exc = self.errors[0]
+        if isinstance(exc, VsrError):
+            raise exc
+        raise VsrError(f"{stage} stage failed: {type(exc).__name__}: {exc}") from exc
