@@ -2,25 +2,38 @@
 
 * every YAML file parses (PyYAML, all documents);
 * promtool accepts the Prometheus configs and the alert rules, and the alert
-  unit tests in deploy/prometheus/alerts_test.yml pass (skipped without
-  promtool; Debian ships it in the `prometheus` package);
-* the Grafana dashboard and the alerts only query metrics the program
-  exports, and the dashboard PromQL parses;
-* compose publishes ports on 127.0.0.1 only, and the pieces agree with each
-  other (ports, file mounts, labels, selectors, job name).
+  unit tests in deploy/prometheus/alerts_test.yml pass, with a firing and a
+  not-firing case for every alert (promtool comes with Debian's `prometheus`
+  package, which .ci/run installs: a missing one fails, it is not skipped);
+* every metric family the program registers (read from live PipelineMetrics
+  and LiveMetrics registries) is on the Grafana dashboard or deliberately left
+  off, and every dashboard and alert expression parses and names a metric that
+  exists; the dashboard JSON is what deploy/grafana/make_dashboard.py writes;
+* the Kubernetes manifests pass a schema validator (kubernetes-validate, strict:
+  unknown fields are errors), and the live-channel Deployment is runnable as
+  shipped (input Service, probes, engine-cache volume, waits for its input);
+* compose publishes ports on 127.0.0.1 only, holds the engine cache in a
+  volume, and the pieces agree with each other (ports, mounts, labels,
+  selectors, job name); where Docker is installed the stack is brought up.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
-
 import yaml
+
+from vsr_pipeline.metrics import LiveMetrics, PipelineMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -31,23 +44,21 @@ DASHBOARD = GRAFANA / "dashboards" / "vsr.json"
 
 METRICS_PORT = 9108
 
+def registered_metrics() -> dict[str, str]:
+    """name -> type of every metric family a file job and a live job register, read from live
+    registries (not from the source): counters under their exposed ``_total`` name."""
+    out: dict[str, str] = {}
+    for metrics in (PipelineMetrics(), LiveMetrics()):
+        for family in metrics.registry.collect():
+            name = family.name + "_total" if family.type == "counter" else family.name
+            out[name] = family.type
+    return out
+
+
 # The metrics vsr exports (name -> type).
-EXPORTED_METRICS = {
-    "vsr_frames_total": "counter",
-    "vsr_stage_latency_seconds": "histogram",
-    "vsr_queue_depth": "gauge",
-    "vsr_queue_capacity": "gauge",
-    "vsr_throughput_fps": "gauge",
-    "vsr_errors_total": "counter",
-    "vsr_scene_cuts_total": "counter",
-    "vsr_window_frames": "gauge",
-    "vsr_input_frames": "gauge",
-    "vsr_backend_info": "gauge",
-    "vsr_model_macs_per_frame": "gauge",
-}
+EXPORTED_METRICS = registered_metrics()
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
-needs_yaml = pytest.mark.usefixtures()  # PyYAML is a test extra: a missing one fails at import, never skips
 
 
 def _find_promtool() -> str | None:
@@ -59,18 +70,23 @@ def _find_promtool() -> str | None:
 
 
 PROMTOOL = _find_promtool()
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None,
-    reason="promtool not found on PATH or at /usr/bin/promtool "
-    "(Debian/Ubuntu: apt-get install prometheus)",
-)
 
 
 def promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    assert PROMTOOL is not None
+    assert PROMTOOL is not None, "promtool not found on PATH or at /usr/bin/promtool (Debian: apt-get install prometheus; .ci/run does)"
     return subprocess.run(
         [PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120
     )
+
+
+def test_registered_metrics_are_read_from_the_registries():
+    metrics = registered_metrics()
+    assert metrics["vsr_frames_total"] == "counter"
+    assert metrics["vsr_stage_latency_seconds"] == "histogram"
+    assert metrics["vsr_throughput_fps"] == "gauge"  # a scrape-time collector
+    assert metrics["vsr_output_connected"] == "gauge"  # a live one, with no sample yet
+    assert metrics["vsr_end_to_end_latency_seconds"] == "histogram"
+    assert len(metrics) >= 25, sorted(metrics)
 
 
 def load_yaml(path: Path):
@@ -123,6 +139,8 @@ def metric_problems(expr: str) -> list[str]:
         ("histogram_quantile(0.9, rate(vsr_stage_latency_seconds_bucket[1m]))", []),
         ("vsr_stage_latency_seconds_sum / vsr_stage_latency_seconds_count", []),
         ("rate(vsr_frame_total[1m])", ["unknown metric 'vsr_frame_total'"]),
+        ("rate(vsr_batch_chunks_total[1m])", ["unknown metric 'vsr_batch_chunks_total'"]),
+        ("vsr:threshold:queue_full_ratio", []),
         ("vsr_frames_total_count", ["unknown metric 'vsr_frames_total_count'"]),
         (
             "vsr_stage_latency_seconds",
@@ -155,6 +173,11 @@ EXPECTED_FILES = [
     "k8s/deployment.yaml",
     "k8s/servicemonitor.yaml",
     "k8s/prometheusrule.yaml",
+    "k8s/input-service.yaml",
+    "grafana/make_dashboard.py",
+    "grafana/plot_dashboard.py",
+    "grafana/demo_run.py",
+    "dashboard.png",
 ]
 
 YAML_FILES = sorted(
@@ -171,7 +194,6 @@ def test_yaml_files_found():
     assert len(YAML_FILES) >= 10, YAML_FILES
 
 
-@needs_yaml
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_yaml_parses(path):
     with path.open(encoding="utf-8") as f:
@@ -186,27 +208,39 @@ def test_yaml_parses(path):
 # Prometheus
 
 
-@needs_promtool
 @pytest.mark.parametrize("config", ["prometheus-local.yml", "prometheus.yml"])
 def test_promtool_check_config(config):
     res = promtool("check", "config", f"deploy/prometheus/{config}")
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@needs_promtool
 def test_promtool_check_rules():
     res = promtool("check", "rules", "deploy/prometheus/alerts.yml")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "SUCCESS" in res.stdout
 
 
-@needs_promtool
 def test_promtool_alert_unit_tests():
     res = promtool("test", "rules", "alerts_test.yml", cwd=PROM)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "SUCCESS" in res.stdout
 
 
-@needs_yaml
+def test_promtool_alert_unit_tests_can_fail(tmp_path):
+    """The unit tests notice a broken rule: with the finished-job exception taken out of
+    VsrTargetDown, or the Lanczos share threshold raised, they fail."""
+    text = (PROM / "alerts.yml").read_text(encoding="utf-8")
+    for old, new, alert in (
+        ("unless on(job, instance) vsr:job_finished", "unless on(job, instance) vector(0)", "VsrTargetDown"),
+        ("expr: vector(0.1)", "expr: vector(0.3)", "VsrFramesNotUpscaled"),
+    ):
+        assert old in text
+        (tmp_path / "alerts.yml").write_text(text.replace(old, new), encoding="utf-8")
+        shutil.copy(PROM / "alerts_test.yml", tmp_path / "alerts_test.yml")
+        res = promtool("test", "rules", "alerts_test.yml", cwd=tmp_path)
+        assert res.returncode != 0 and f"alertname: {alert}" in res.stdout + res.stderr, res.stdout + res.stderr
+
+
 @pytest.mark.parametrize(
     "config, target",
     [("prometheus.yml", f"vsr:{METRICS_PORT}"), ("prometheus-local.yml", f"127.0.0.1:{METRICS_PORT}")],
@@ -227,32 +261,95 @@ def alert_rules() -> dict[str, dict]:
     return {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
 
 
-@needs_yaml
+def recording_rules() -> dict[str, dict]:
+    groups = load_yaml(PROM / "alerts.yml")["groups"]
+    return {r["record"]: r for g in groups for r in g["rules"] if "record" in r}
+
+
+_RECORDED_RE = re.compile(r"\bvsr:[a-z0-9_:]+")
+
+ALERTS = {
+    # file jobs and live channels
+    "VsrStalled", "VsrErrors", "VsrQueueFull", "VsrTargetDown", "VsrBackendFellBackToCPU",
+    # live channels
+    "VsrInputStalled", "VsrOutputDown", "VsrLatencyOverBudget", "VsrFramesNotUpscaled", "VsrBelowRealTime", "VsrFramesDropped",
+}
+
+
 def test_alert_rules_present():
     rules = alert_rules()
-    expected = {"VsrStalled", "VsrBelowRealTime", "VsrErrors", "VsrQueueFull", "VsrTargetDown"}
-    assert expected <= set(rules)
-    assert rules["VsrBelowRealTime"]["labels"]["severity"] == "warning"
+    assert set(rules) == ALERTS
     assert rules["VsrStalled"]["for"] == "2m"
     assert rules["VsrBelowRealTime"]["for"] == "5m"
     assert rules["VsrQueueFull"]["for"] == "2m"
+    assert rules["VsrInputStalled"]["for"] == "10s"
     assert 'stage="encode"' in rules["VsrStalled"]["expr"]
     assert "vsr_queue_capacity" in rules["VsrQueueFull"]["expr"]
     assert "increase(vsr_errors_total[5m])" in rules["VsrErrors"]["expr"].replace('{job="vsr"}', "")
     assert 'up{job="vsr"} == 0' in rules["VsrTargetDown"]["expr"]
+    # a finished batch job is not "down"; real time is judged on the network's frames, live only
+    assert "vsr:job_finished" in rules["VsrTargetDown"]["expr"]
+    assert "vsr_throughput_fps" in rules["VsrBelowRealTime"]["expr"] and "vsr_latency_budget_seconds" in rules["VsrBelowRealTime"]["expr"]
+    assert 'kind="classical"' in recording_rules()["vsr:not_upscaled:ratio_rate5m"]["expr"]
     for name, rule in rules.items():
         assert rule.get("labels", {}).get("severity") in {"warning", "critical"}, name
         assert rule.get("annotations", {}).get("summary"), name
+        assert rule.get("annotations", {}).get("description"), name
 
 
-@needs_yaml
 def test_alert_rules_use_exported_metrics():
-    for name, rule in alert_rules().items():
+    for name, rule in {**alert_rules(), **recording_rules()}.items():
         problems = metric_problems(rule["expr"])
         assert not problems, f"{name}: {problems}"
+        for recorded in _RECORDED_RE.findall(rule["expr"]):
+            assert recorded in recording_rules(), f"{name}: {recorded} is not a recording rule in alerts.yml"
 
 
-@needs_yaml
+def test_alert_thresholds_are_recording_rules():
+    """Thresholds live in `vsr:threshold:*` recording rules (documented in deploy/README.md), not
+    inside the alert expressions; each is used by an alert."""
+    thresholds = {name: rule for name, rule in recording_rules().items() if name.startswith("vsr:threshold:")}
+    assert len(thresholds) >= 5
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    alert_exprs = " ".join(r["expr"] for r in alert_rules().values())
+    for name, rule in thresholds.items():
+        assert re.fullmatch(r"vector\([0-9.]+\)", rule["expr"].strip()), f"{name}: {rule['expr']!r}"
+        assert name in alert_exprs, f"{name} is used by no alert"
+        assert f"`{name}`" in readme, f"{name} is not documented in deploy/README.md"
+    for name, rule in alert_rules().items():
+        # no number compared in an alert but 0 and 1 (states): the rest are thresholds
+        numbers = re.findall(r"(?:[<>]=?|==|!=)\s*([0-9.]+)(?![0-9.]*[smhd\]])", rule["expr"])
+        assert set(numbers) <= {"0", "1"}, f"{name}: threshold(s) {numbers} inside the expression"
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub-style anchors of the headings of a Markdown text."""
+    out = set()
+    for heading in re.findall(r"^#+\s+(.+?)\s*$", markdown, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        out.add(slug)
+    return out
+
+
+def test_alerts_have_runbooks():
+    anchors = _anchors((DEPLOY / "README.md").read_text(encoding="utf-8"))
+    for name, rule in alert_rules().items():
+        url = rule["annotations"].get("runbook_url", "")
+        assert url == f"deploy/README.md#{name.lower()}", f"{name}: runbook_url {url!r}"
+        assert name.lower() in anchors, f"{name}: no '### {name}' section in deploy/README.md"
+
+
+def test_every_alert_has_firing_and_quiet_unit_tests():
+    """alerts_test.yml has, for every alert, a case where it fires and one where it must not."""
+    cases = load_yaml(PROM / "alerts_test.yml")["tests"]
+    firing, quiet = set(), set()
+    for case in cases:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    assert ALERTS - firing == set(), f"alerts never seen firing: {sorted(ALERTS - firing)}"
+    assert ALERTS - quiet == set(), f"alerts never seen not firing: {sorted(ALERTS - quiet)}"
+
+
 def test_prometheusrule_matches_alerts():
     alerts = load_yaml(PROM / "alerts.yml")
     rule = load_yaml(K8S / "prometheusrule.yaml")
@@ -301,10 +398,79 @@ def dashboard_exprs(dashboard: dict) -> list[tuple[str, str]]:
     return exprs
 
 
+def _dashboard_module():
+    spec = importlib.util.spec_from_file_location("make_dashboard", GRAFANA / "make_dashboard.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dashboard_json_is_generated():
+    """vsr.json is what deploy/grafana/make_dashboard.py writes (edit the script, then run it)."""
+    module = _dashboard_module()
+    assert DASHBOARD.read_text(encoding="utf-8") == module.render(), "run: python3 deploy/grafana/make_dashboard.py"
+    res = subprocess.run(["python3", str(GRAFANA / "make_dashboard.py"), "--check"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def _families_on(expr: str) -> set[str]:
+    return {name for name in referenced_metrics(expr) if name in EXPORTED_METRICS}
+
+
+def test_dashboard_shows_every_registered_metric():
+    """Every metric family a PipelineMetrics or LiveMetrics registry holds is queried by some panel,
+    or listed in make_dashboard.LEFT_OFF with a reason."""
+    shown = set().union(*(_families_on(e) for _, e in dashboard_exprs(load_dashboard())))
+    left_off = _dashboard_module().LEFT_OFF
+    assert all(isinstance(why, str) and why for why in left_off.values())
+    missing = sorted(set(EXPORTED_METRICS) - shown - set(left_off))
+    assert not missing, f"registered but neither on the dashboard nor in LEFT_OFF: {missing}"
+    assert not set(left_off) - set(EXPORTED_METRICS), "LEFT_OFF names metrics that do not exist"
+    assert not set(left_off) & shown, "LEFT_OFF names metrics that are on the dashboard"
+
+
+def test_dashboard_coverage_check_can_fail():
+    """A metric registered but shown nowhere is reported (the check above is not vacuous)."""
+    from prometheus_client import Gauge
+
+    metrics = LiveMetrics()
+    Gauge("vsr_new_thing", "a metric nobody put on the dashboard", registry=metrics.registry)
+    names = {f.name for f in metrics.registry.collect()}
+    shown = set().union(*(referenced_metrics(e) for _, e in dashboard_exprs(load_dashboard())))
+    assert "vsr_new_thing" in names and "vsr_new_thing" not in shown
+
+
+def test_dashboard_live_faces_rows():
+    d = load_dashboard()
+    rows = [p["title"] for p in d["panels"] if p["type"] == "row"]
+    assert "Live channel" in rows and any(r.startswith("Faces") for r in rows)
+    exprs = " ".join(e for _, e in dashboard_exprs(d))
+    for needle in ("histogram_quantile(0.99, sum by (le, instance) (rate(vsr_end_to_end_latency_seconds_bucket", "vsr_latency_budget_seconds",
+                   "sum by (kind) (rate(vsr_output_frames_total", "sum by (reason) (rate(vsr_frames_degraded_total",
+                   "sum by (reason) (increase(vsr_frames_dropped_total", "vsr_input_bitrate_bps", "vsr_input_stalls_total",
+                   "vsr_input_reconnects_total", "vsr_input_connected", "vsr_output_reconnects_total", "vsr_output_connected",
+                   "vsr_faces_detected_total", "vsr_face_tracks", "vsr_face_latency_seconds_bucket"):
+        assert needle in exprs, needle
+    # one dashboard for many channels: every panel query selects $channel and $instance
+    variables = {v["name"] for v in d["templating"]["list"]}
+    assert {"channel", "instance"} <= variables
+    for where, expr in dashboard_exprs(d):
+        if where.startswith("panel"):
+            for selector in re.findall(r"vsr_\w+\{([^}]*)\}", expr):
+                assert 'channel=~"$channel"' in selector and 'instance=~"$instance"' in selector, f"{where}: {selector}"
+
+
 def test_dashboard_structure():
+    """The dashboard fits Grafana's file provisioning: a dashboard model (not an API envelope),
+    no fixed numeric id, a valid uid, known panel types, rows, unique ids, no overlaps."""
     d = load_dashboard()
     assert d["uid"] and d["title"]
+    assert "dashboard" not in d and d.get("id") is None  # provisioning takes the bare model
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,40}", d["uid"])
     assert 36 <= d["schemaVersion"] <= 41
+    assert {p["type"] for p in all_panels(d)} <= {"row", "stat", "gauge", "timeseries"}
+    for var in d["templating"]["list"]:
+        assert var["type"] in {"datasource", "query"} and re.fullmatch(r"[a-z_]+", var["name"])
     panels = all_panels(d)
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
@@ -383,7 +549,6 @@ def test_dashboard_datasources():
             assert name.startswith("__") or name in variables, f"{where}: ${name} undefined"
 
 
-@needs_yaml
 def test_dashboard_default_datasource_is_provisioned():
     prov = load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")
     uids = {ds["uid"] for ds in prov["datasources"] if ds["type"] == "prometheus"}
@@ -393,12 +558,12 @@ def test_dashboard_default_datasource_is_provisioned():
             assert v["current"]["value"] in uids
 
 
-@needs_promtool
 def test_dashboard_promql_parses(tmp_path):
     """Every dashboard query, with Grafana variables filled in, is valid PromQL
     (checked by promtool as recording rules)."""
     subs = {
         r"\$\{?instance\}?": ".*",
+        r"\$\{?channel\}?": ".*",
         r"\$\{?__rate_interval\}?": "1m",
         r"\$\{?__interval\}?": "1m",
         r"\$\{?__range\}?": "1h",
@@ -419,7 +584,6 @@ def test_dashboard_promql_parses(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@needs_yaml
 def test_grafana_dashboard_provider_matches_compose_mount():
     prov = load_yaml(GRAFANA / "provisioning" / "dashboards" / "dashboards.yml")
     paths = {p["options"]["path"] for p in prov["providers"]}
@@ -455,7 +619,6 @@ def _host_ip(port) -> str | None:
     return parts[0] if len(parts) == 3 else None
 
 
-@needs_yaml
 def test_compose_services():
     compose = load_yaml(DEPLOY / "compose.yaml")
     services = compose["services"]
@@ -467,7 +630,6 @@ def test_compose_services():
     assert (ROOT / build["dockerfile"]).resolve() == (DEPLOY / "Dockerfile").resolve()
 
 
-@needs_yaml
 def test_compose_ports_bound_to_localhost():
     services = load_yaml(DEPLOY / "compose.yaml")["services"]
     published = 0
@@ -489,7 +651,6 @@ def test_host_ip_parser(port, ok):
     assert (_host_ip(port) == "127.0.0.1") is ok
 
 
-@needs_yaml
 def test_compose_vsr_command_and_metrics():
     svc = load_yaml(DEPLOY / "compose.yaml")["services"]["vsr"]
     cmd = svc["command"]
@@ -499,9 +660,78 @@ def test_compose_vsr_command_and_metrics():
     assert cmd[cmd.index("--metrics-host") + 1] == "0.0.0.0"
     assert any(str(p).endswith(f":{METRICS_PORT}") for p in svc["ports"])
     assert ("./media", "/media") in _bind_mounts(svc)
+    assert float(cmd[cmd.index("--metrics-linger") + 1]) >= 10  # Prometheus sees the job finish
 
 
-@needs_yaml
+def test_compose_engine_cache_is_a_volume():
+    """The engine cache lives in a named volume, which Docker creates from the image's
+    /app/engines/cache (mode 1777): writable by whatever uid `user:` names."""
+    compose = load_yaml(DEPLOY / "compose.yaml")
+    svc = compose["services"]["vsr"]
+    named = [v.split(":") for v in svc["volumes"] if isinstance(v, str) and not v.startswith((".", "/"))]
+    assert ["engine-cache", "/app/engines/cache"] in named
+    assert "engine-cache" in compose["volumes"]
+    assert str(svc["user"]).startswith("${VSR_UID")
+    for dockerfile in ("Dockerfile", "Dockerfile.cuda"):
+        runs = " ".join(r for op, r in _instructions(DEPLOY / dockerfile) if op == "RUN")
+        assert "mkdir -p /media /app/engines/cache" in runs and "chmod 1777 /app/engines/cache" in runs, dockerfile
+
+
+DOCKER = shutil.which("docker")
+
+
+def _docker_missing() -> str | None:
+    """Why the compose stack cannot be brought up here (None: it can)."""
+    if DOCKER is None:
+        return "docker is not installed"
+    if subprocess.run([DOCKER, "compose", "version"], capture_output=True, timeout=30).returncode != 0:
+        return "docker has no compose plugin (docker compose)"
+    if subprocess.run([DOCKER, "info"], capture_output=True, timeout=30).returncode != 0:
+        return "no Docker daemon is running"
+    return None
+
+
+_NO_DOCKER = _docker_missing()
+
+
+@pytest.mark.skipif(_NO_DOCKER is not None, reason=f"{_NO_DOCKER}: the compose stack can only be brought up where Docker runs (the files are checked above)")
+def test_compose_stack_comes_up(tmp_path):
+    """Build and start the stack as the current user on a 1-second clip: vsr upscales it and exits
+    0 (writing the engine cache as a uid other than the image's is the point), Prometheus has
+    scraped the finished counts and loaded the rules, Grafana is healthy."""
+    media = DEPLOY / "media"
+    media.mkdir(exist_ok=True)
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25:duration=1",
+                    "-pix_fmt", "yuv420p", str(media / "in.mp4")], check=True, timeout=60)
+    env = {**os.environ, "VSR_UID": str(os.getuid() or 4321), "VSR_GID": str(os.getgid() or 4321)}
+    compose = [DOCKER, "compose", "-f", str(DEPLOY / "compose.yaml"), "-p", "vsr-test"]
+    try:
+        up = subprocess.run([*compose, "up", "--build", "-d", "prometheus", "grafana"], env=env, capture_output=True, text=True, timeout=1800)
+        assert up.returncode == 0, up.stderr
+        run = subprocess.run([*compose, "up", "--build", "--exit-code-from", "vsr", "vsr"], env=env, capture_output=True, text=True, timeout=1800)
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+        assert (media / "out.mp4").is_file()
+
+        def get(url: str) -> str:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.read().decode()
+
+        deadline = time.monotonic() + 60
+        while True:
+            body = json.loads(get("http://127.0.0.1:9090/api/v1/query?query=max_over_time(vsr_frames_total%7Bstage%3D%22encode%22%7D%5B10m%5D)"))
+            if body["data"]["result"] and float(body["data"]["result"][0]["value"][1]) == 25:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(2)
+        rules = json.loads(get("http://127.0.0.1:9090/api/v1/rules"))
+        assert {r["name"] for g in rules["data"]["groups"] for r in g["rules"]} >= ALERTS
+        assert json.loads(get("http://127.0.0.1:3000/api/health"))["database"] == "ok"
+    finally:
+        subprocess.run([*compose, "down", "-v"], env=env, capture_output=True, timeout=300)
+        for name in ("in.mp4", "out.mp4"):
+            (media / name).unlink(missing_ok=True)
+
+
 def test_compose_bind_mounts_exist():
     services = load_yaml(DEPLOY / "compose.yaml")["services"]
     mounts = _bind_mounts(services["prometheus"])
@@ -587,10 +817,39 @@ def _pod_specs() -> dict[str, dict]:
     return {"job": job["spec"]["template"], "deployment": dep["spec"]["template"]}
 
 
-@needs_yaml
+K8S_FILES = sorted(p.name for p in K8S.glob("*.yaml"))
+#: Kinds that kubernetes-validate has no schema for (prometheus-operator CRDs): their rule groups
+#: are checked by promtool (identical to alerts.yml) and their fields by the tests below.
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+K8S_VERSION = "1.30.0"
+
+
+@pytest.mark.parametrize("name", K8S_FILES)
+def test_k8s_manifests_pass_schema_validation(name):
+    """Every built-in object validates against the Kubernetes OpenAPI schema, strictly (an unknown
+    or misspelt field is an error, as `kubectl apply --validate=strict` would say)."""
+    for doc in _k8s_docs(name):
+        if doc["kind"] in CRD_KINDS:
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_k8s_schema_validation_can_fail():
+    dep = _k8s_docs("deployment.yaml")[0]
+    typo = json.loads(json.dumps(dep))
+    typo["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGett"] = typo["spec"]["template"]["spec"]["containers"][0]["livenessProbe"].pop("httpGet")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(typo, K8S_VERSION, strict=True)
+    wrong = json.loads(json.dumps(dep))
+    wrong["spec"]["replicas"] = "one"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(wrong, K8S_VERSION, strict=True)
+
+
 def test_k8s_workloads():
     dep = _k8s_docs("deployment.yaml")[0]
     assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
     assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     for kind, tmpl in _pod_specs().items():
         spec = tmpl["spec"]
@@ -599,7 +858,7 @@ def test_k8s_workloads():
         assert spec["securityContext"]["runAsNonRoot"] is True
         (c,) = spec["containers"]
         args = [str(a) for a in c["args"]]
-        assert args[0] == "upscale"
+        assert args[0] == ("upscale" if kind == "job" else "stream")
         assert args[args.index("--metrics-host") + 1] == "0.0.0.0"
         assert args[args.index("--metrics-port") + 1] == str(METRICS_PORT)
         assert {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"} in c["ports"]
@@ -608,17 +867,47 @@ def test_k8s_workloads():
         assert res["limits"]["cpu"] and res["limits"]["memory"]
         assert "nvidia.com/gpu" not in res["limits"], "GPU limit should stay a commented option"
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
-        mounts = {m["name"] for m in c["volumeMounts"]}
-        assert mounts <= {v["name"] for v in spec["volumes"]}
-        if kind == "deployment":  # a live stream: probes on the endpoints `vsr stream` serves
-            assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-            assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-            assert "://" in next(e["value"] for e in c["env"] if e["name"] == "VSR_INPUT")
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert set(mounts) <= set(volumes)
+        # the engine cache (ONNX exports, TensorRT engines) is a volume the pod's user can write
+        cache = next(name for name, path in mounts.items() if path == "/app/engines/cache")
+        assert "emptyDir" in volumes[cache] or "persistentVolumeClaim" in volumes[cache]
+        assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsUser"]
+        if kind == "job":  # the last scrapes see it finish (VsrTargetDown leaves finished jobs alone)
+            assert float(args[args.index("--metrics-linger") + 1]) >= 10
+        if kind == "deployment":
+            env = {e["name"]: e["value"] for e in c["env"]}
+            assert "mode=listener" in env["VSR_INPUT"] and env["VSR_OUTPUT"].startswith("/media/")
+            assert args[1:3] == ["$(VSR_INPUT)", "$(VSR_OUTPUT)"]
+            assert args[args.index("--connect-timeout") + 1] == "0"  # a listener waits for its sender
+            # liveness = the process works; readiness = able to take input (not /readyz, which
+            # waits for input and would keep the input Service from ever routing to the pod)
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
+            assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 300
+            assert any(p["protocol"] == "UDP" and p["name"] == "srt" for p in c["ports"])
+            assert tmpl["metadata"]["labels"].get("channel")
     for name in ("job.yaml", "deployment.yaml"):
         assert re.search(r"#\s*nvidia\.com/gpu:\s*1", (K8S / name).read_text()), name
 
 
-@needs_yaml
+def test_k8s_input_service_reaches_the_live_channel():
+    (svc,) = _k8s_docs("input-service.yaml")
+    assert svc["kind"] == "Service"
+    pod = _pod_specs()["deployment"]
+    job = _pod_specs()["job"]
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert not svc["spec"]["selector"].items() <= job["metadata"]["labels"].items(), "input must not go to file jobs"
+    (c,) = pod["spec"]["containers"]
+    ports = {p["name"]: p for p in c["ports"]}
+    (port,) = svc["spec"]["ports"]
+    target = ports[port["targetPort"]]
+    assert port["protocol"] == target["protocol"] == "UDP"
+    listen = next(e["value"] for e in c["env"] if e["name"] == "VSR_INPUT")
+    assert f":{target['containerPort']}?" in listen
+
+
 def test_k8s_service_and_servicemonitor():
     docs = {d["kind"]: d for d in _k8s_docs("servicemonitor.yaml")}
     svc, sm = docs["Service"], docs["ServiceMonitor"]
@@ -630,5 +919,10 @@ def test_k8s_service_and_servicemonitor():
     (port,) = svc["spec"]["ports"]
     assert port["targetPort"] in ("metrics", METRICS_PORT)
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    # only the metrics Service: not the input Service
+    (inp,) = _k8s_docs("input-service.yaml")
+    assert not sm["spec"]["selector"]["matchLabels"].items() <= inp["metadata"]["labels"].items()
     assert [e["port"] for e in sm["spec"]["endpoints"]] == [port["name"]]
     assert sm["spec"]["endpoints"][0]["interval"] == "5s"
+    assert set(sm["spec"]["endpoints"][0]) <= {"port", "path", "interval", "scrapeTimeout"}
+    assert sm["spec"]["podTargetLabels"] == ["channel"]

@@ -1,11 +1,13 @@
 """Prometheus metrics of ``vsr upscale``: scraped by a real Prometheus server, and read directly.
 
-The Prometheus test needs the Debian package ``prometheus`` (``/usr/bin/prometheus``) and is
-skipped, saying so, without it.
+The Prometheus tests need the Debian package ``prometheus`` (``/usr/bin/prometheus``), which
+.ci/run installs; without it they fail (they are not skipped). :func:`running_prometheus` is also
+used by the live-channel alert test (tests/run/test_live_alerts.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -64,29 +66,41 @@ def assert_clip_frames(clip: Path) -> None:
 
 
 # -- a real Prometheus server ------------------------------------------------------------------------
-@pytest.fixture()
-def prometheus(tmp_path):
-    """Start Prometheus on a free loopback port, scraping a metrics port every second."""
+ROOT = Path(__file__).resolve().parents[1]
+#: The shipped alert rules (thresholds, recording rules and alerts), loaded as they are.
+ALERT_RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+
+
+def prometheus_exe() -> str:
     exe = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
-    if exe is None:
-        pytest.skip("the prometheus binary is not installed (Debian package 'prometheus', /usr/bin/prometheus)")
-    metrics_port, web_port = free_port(), free_port()
-    config = tmp_path / "prometheus.yml"
+    assert exe, "the prometheus binary is required (Debian package 'prometheus', /usr/bin/prometheus; .ci/run installs it)"
+    return exe
+
+
+@contextlib.contextmanager
+def running_prometheus(folder: Path, metrics_port: int, *, rules: bool = False, channel: str = "test"):
+    """Prometheus on a free loopback port scraping ``127.0.0.1:metrics_port`` (job "vsr") and
+    evaluating rules every second; with ``rules``, the shipped deploy/prometheus/alerts.yml
+    (a test-only config: short intervals, the real rule file). Yields the base URL."""
+    exe = prometheus_exe()
+    web_port = free_port()
+    config = folder / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: vsr\n    scrape_interval: 1s\n    scrape_timeout: 1s\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        + (f"rule_files:\n  - '{ALERT_RULES}'\n" if rules else "")
+        + "scrape_configs:\n  - job_name: vsr\n    scrape_interval: 1s\n    scrape_timeout: 1s\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n        labels:\n          channel: {channel}\n"
     )
-    log = (tmp_path / "prometheus.log").open("w")
+    log = (folder / "prometheus.log").open("w")
     proc = subprocess.Popen(
-        [exe, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{web_port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        [exe, f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}", f"--web.listen-address=127.0.0.1:{web_port}", "--log.level=warn"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=folder,
     )
     base = f"http://127.0.0.1:{web_port}"
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, f"prometheus exited: {(tmp_path / 'prometheus.log').read_text()}"
+            assert proc.poll() is None, f"prometheus exited: {(folder / 'prometheus.log').read_text()}"
             try:
                 if "Ready" in http_get(f"{base}/-/ready", timeout=1):
                     break
@@ -94,7 +108,7 @@ def prometheus(tmp_path):
                 pass
             assert time.monotonic() < deadline, "prometheus did not become ready within 60 s"
             time.sleep(0.2)
-        yield base, metrics_port
+        yield base
     finally:
         proc.terminate()
         try:
@@ -103,6 +117,21 @@ def prometheus(tmp_path):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture()
+def prometheus(tmp_path):
+    """Prometheus on a free loopback port, scraping a metrics port every second: (base URL, port)."""
+    metrics_port = free_port()
+    with running_prometheus(tmp_path, metrics_port, rules=True) as base:
+        yield base, metrics_port
+
+
+def rule_states(base: str) -> dict[str, str]:
+    """State of every alerting rule loaded: ``inactive``, ``pending`` or ``firing``."""
+    body = json.loads(http_get(f"{base}/api/v1/rules?type=alert", timeout=5))
+    assert body["status"] == "success", body
+    return {r["name"]: r["state"] for g in body["data"]["groups"] for r in g["rules"]}
 
 
 def promql(base: str, query: str) -> list[dict]:
@@ -139,6 +168,23 @@ def test_prometheus_scrapes_the_pipeline(prometheus, clip_with_audio, tiny_weigh
     assert {s["metric"]["stage"]: float(s["value"][1]) for s in latency} == {"decode": CLIP_FRAMES, "upscale": CLIP_FRAMES, "encode": CLIP_FRAMES}
     capacity = promql(base, "max_over_time(vsr_queue_capacity[5m])")
     assert {s["metric"]["queue"]: float(s["value"][1]) for s in capacity} == {"decoded": 8, "upscaled": 8}
+    # a file job's frames are all the network's
+    kinds = promql(base, "max_over_time(vsr_output_frames_total[5m])")
+    assert {s["metric"]["kind"]: float(s["value"][1]) for s in kinds} == {"upscaled": CLIP_FRAMES, "classical": 0, "repeated": 0}
+
+    # The job has finished and exited: its target is down, but the shipped rules know it finished,
+    # so VsrTargetDown is not even pending (and a CPU file job is never "below real time").
+    deadline = time.monotonic() + 20
+    while not promql(base, 'up{job="vsr"} == 0'):
+        assert time.monotonic() < deadline, "Prometheus never saw the finished job's target go down"
+        time.sleep(0.5)
+    finished = promql(base, "vsr:job_finished")
+    assert len(finished) == 1 and finished[0]["metric"]["instance"] == f"127.0.0.1:{metrics_port}"
+    for _ in range(6):
+        states = rule_states(base)
+        assert states["VsrTargetDown"] == "inactive", states
+        assert states["VsrBelowRealTime"] == states["VsrStalled"] == "inactive", states
+        time.sleep(0.5)
 
 
 # -- /metrics read directly --------------------------------------------------------------------------------
@@ -225,3 +271,54 @@ def test_metrics_port_in_use_is_a_clean_error(clip_with_audio, tiny_weights, tmp
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: cannot serve metrics on 127.0.0.1:")
     assert list(out.iterdir()) == []
+
+
+# -- what the counts mean ---------------------------------------------------------------------------------
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throughput_counts_the_networks_frames_only(monkeypatch):
+    """A live channel writes every slot (network, Lanczos or slate): the encode count runs at the
+    output rate, but throughput is the network's frames only, over the whole window."""
+    clock = _Clock()
+    monkeypatch.setattr(metrics_module.time, "monotonic", clock)
+    m = metrics_module.LiveMetrics()
+    for i in range(250):  # 10 s at 25 fps, one frame in five by the network
+        clock.now += 0.04
+        m.frame_done("encode", 0.001, kind="upscaled" if i % 5 == 0 else "classical")
+    r = m.registry
+    assert r.get_sample_value("vsr_frames_total", {"stage": "encode"}) == 250
+    assert r.get_sample_value("vsr_output_frames_total", {"kind": "upscaled"}) == 50
+    assert r.get_sample_value("vsr_output_frames_total", {"kind": "classical"}) == 200
+    assert r.get_sample_value("vsr_output_frames_total", {"kind": "repeated"}) == 0
+    assert r.get_sample_value("vsr_throughput_fps") == pytest.approx(5.0, abs=0.3)
+    for _ in range(125):  # 5 s of slate (input stalled): no network frame
+        clock.now += 0.04
+        m.frame_done("encode", 0.001, kind="repeated")
+    assert r.get_sample_value("vsr_throughput_fps") == 0
+    for _ in range(3):  # a run of three network frames at the output rate is not 25 fps
+        clock.now += 0.04
+        m.frame_done("encode", 0.001)
+    assert r.get_sample_value("vsr_throughput_fps") == pytest.approx(0.6)
+    # the output state has no sample until the output is first opened
+    assert r.get_sample_value("vsr_output_connected") is None
+    m.output_state(False)
+    assert r.get_sample_value("vsr_output_connected") == 0
+    m.output_state(True)
+    assert r.get_sample_value("vsr_output_connected") == 1
+
+
+def test_file_job_frames_are_the_networks(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(metrics_module.time, "monotonic", clock)
+    m = PipelineMetrics()
+    for _ in range(20):
+        clock.now += 0.1
+        m.frame_done("encode", 0.05)
+    assert m.registry.get_sample_value("vsr_output_frames_total", {"kind": "upscaled"}) == 20
+    assert m.registry.get_sample_value("vsr_throughput_fps") == pytest.approx(10.0)

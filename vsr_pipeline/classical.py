@@ -34,6 +34,41 @@ def upscale_to(picture: Picture, spec: ColourSpec, scale: int = 2, method: Metho
     return replace(picture, y=resized.y, u=resized.u, v=resized.v, spec=spec, qp_map=None)
 
 
+def resize(picture: Picture, width: int, height: int, method: Method = "LANCZOS") -> Picture:
+    """Resize every plane of ``picture`` to ``width`` x ``height`` luma samples (swscale, same
+    format; its ``qp_map`` is dropped: it no longer matches)."""
+    frame = frame_from_planes(picture.y, picture.u, picture.v, picture.spec, picture.tags)
+    resized = picture_from_frame(frame.reformat(width=width, height=height, interpolation=method))
+    return replace(picture, y=resized.y, u=resized.u, v=resized.v, qp_map=None)
+
+
+def fitted_size(width: int, height: int, box_width: int, box_height: int, multiple: tuple[int, int] = (1, 1)) -> tuple[int, int]:
+    """The largest size of ``width`` x ``height``'s aspect ratio inside the box, its sides
+    rounded to multiples of ``multiple`` (``(sx, sy)``, e.g. the chroma subsampling)."""
+    scale = min(box_width / width, box_height / height)
+    sx, sy = multiple
+    w = min(box_width - box_width % sx, max(sx, round(width * scale / sx) * sx))
+    h = min(box_height - box_height % sy, max(sy, round(height * scale / sy) * sy))
+    return w, h
+
+
+def letterbox(picture: Picture, width: int, height: int, method: Method = "LANCZOS") -> Picture:
+    """``picture`` fitted into ``width`` x ``height`` with its aspect ratio kept: resized to the
+    largest size that fits and centred on black (bars above and below, or left and right), in
+    the picture's own colour description."""
+    sx, sy = picture.spec.subsampling
+    w, h = fitted_size(picture.width, picture.height, width, height, (sx, sy))
+    if (w, h) != (picture.width, picture.height):
+        picture = resize(picture, w, h, method)
+    y, u, v = black(width, height, picture.spec)
+    x0, y0 = (width - w) // 2 // sx * sx, (height - h) // 2 // sy * sy
+    y[y0 : y0 + h, x0 : x0 + w] = picture.y
+    ch, cw = picture.u.shape
+    u[y0 // sy : y0 // sy + ch, x0 // sx : x0 // sx + cw] = picture.u
+    v[y0 // sy : y0 // sy + ch, x0 // sx : x0 // sx + cw] = picture.v
+    return replace(picture, y=y, u=u, v=v, qp_map=None)
+
+
 def black(width: int, height: int, spec: ColourSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Y, U, V planes of a black picture (a slate) in ``spec``."""
     dtype = np.uint8 if spec.bit_depth == 8 else np.uint16

@@ -1,7 +1,8 @@
-"""Command line: ``vsr upscale``, ``vsr stream``, ``vsr demo``, ``vsr info``, ``vsr data prepare``,
+"""Command line: ``vsr upscale``, ``vsr batch``, ``vsr stream``, ``vsr demo``, ``vsr info``, ``vsr data prepare``,
 ``vsr train``, ``vsr soup``, ``vsr eval``.
 
 Every problem the user can act on ends as one ``error: ...`` line on stderr and exit status 2.
+A file job whose input was damaged completes and exits with status 3 (:data:`EXIT_DAMAGED`).
 For files, Ctrl-C (status 130) and SIGTERM (143) leave no partial output. For live streams, SIGTERM
 and Ctrl-C drain: the frames already buffered are sent and the output is closed cleanly (status 0
 and 130); a second signal stops at once. ``--debug`` shows tracebacks.
@@ -19,6 +20,9 @@ from pathlib import Path
 
 from .errors import ConfigError, VsrError
 
+#: Exit status of ``vsr upscale`` when the output is complete but the input was damaged.
+EXIT_DAMAGED = 3
+
 _UPSCALE_EPILOG = """\
 examples:
   vsr upscale in.mp4 out.mp4                      x2 with the default model, H.264 CRF 18
@@ -27,8 +31,20 @@ examples:
   vsr upscale in.mp4 out.mp4 --metrics-port 9108  Prometheus metrics at 127.0.0.1:9108/metrics
   vsr upscale                                     no INPUT: same as 'vsr demo'
 
-Audio and subtitle streams are copied without re-encoding; timestamps, frame count and colour
-tags are kept. The output is written under a temporary name and renamed when complete.
+Audio and subtitle streams are copied without re-encoding; timestamps, frame count, colour
+tags, rotation (display matrix) and sample aspect ratio are kept, and the output's comment tag
+says how it was made (version, weights SHA-256, settings). The output is written under a
+temporary name and renamed when complete.
+
+Damaged input: what can be decoded is upscaled; a corrupt or undecodable packet of any stream is
+dropped with a warning, and the run ends with a summary line of the damage (also counted in
+vsr_input_damage_total). A truncated file gives everything up to the cut. A picture size or
+pixel format change mid-file restarts the window; the output keeps x2 the first picture's size
+and pictures of another size are fitted into it (black bars), with a warning.
+
+exit status: 0 done, input clean; 3 done, input damaged (the output holds everything that could
+be decoded; see the warnings); 2 error (one 'error: ...' line, no output written); 1 internal
+error; 130 Ctrl-C, 143 SIGTERM (no output written).
 A live INPUT URL (udp://, rtp://, srt://, rist://, rtmp://, rtsp://, tcp://) runs 'vsr stream'
 (see 'vsr stream --help'); SRT and RIST go through the system ffmpeg, which PyAV's FFmpeg lacks.
 """
@@ -52,6 +68,25 @@ classically (Lanczos) instead, and when the input stalls or disconnects the last
 stay monotonic; audio is re-encoded (AAC) in sync with the video. Every degraded, repeated or
 dropped frame is counted (Prometheus metrics, summary line). SIGTERM or Ctrl-C drains and closes
 the output cleanly; /healthz and /readyz are served beside /metrics.
+"""
+
+
+_BATCH_EPILOG = """\
+examples:
+  vsr batch archive/ upscaled/                     every video under archive/, one at a time, here
+  vsr batch 'archive/**/*.mkv' upscaled/ --workers 2 --threads 1
+  vsr batch archive/ upscaled/ --ray-address local  a local Ray cluster, one task per file
+  vsr batch /nfs/archive /nfs/upscaled --ray-address auto   join a Ray cluster (shared storage)
+
+Outputs mirror the input tree under OUTPUT_DIR with the same names; nothing is written outside
+it (an output that would be, through a link, is refused). Every 'vsr upscale' option applies to
+every file. A journal in OUTPUT_DIR (.vsr-batch-journal.jsonl) records each finished file: run
+the same command again after a crash or kill and only unfinished files are redone; finished
+outputs are not touched. A file that fails is reported and the batch goes on. --metrics-port
+serves the batch's Prometheus metrics (vsr_batch_*).
+
+exit status: 0 all done; 2 a file failed (named in the summary) or an error; 3 all done, some
+inputs damaged; 130 Ctrl-C, 143 SIGTERM (finished files kept).
 """
 
 
@@ -134,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("output", help="output URL, HLS playlist (.m3u8) or file")
     _add_upscale_options(st, files=False)
     _add_live_options(st)
+
+    ba = sub.add_parser("batch", help="upscale a folder of videos x2: resumable, in parallel, locally or on a Ray cluster", description="Upscale every video of a folder (searched recursively) or a glob x2 into OUTPUT_DIR, mirroring the input tree; resumable.", epilog=_BATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ba.add_argument("input", help="input folder (searched recursively for videos) or a glob (quote it: 'in/**/*.mkv')")
+    ba.add_argument("output_dir", metavar="OUTPUT_DIR", help="output folder: the input tree mirrored, same file names")
+    ba.add_argument("--workers", type=int, default=None, metavar="N", help="files upscaled at once (default: 1 here; with --ray-address, the cluster's GPUs, else its CPUs)")
+    ba.add_argument("--ray-address", default=None, metavar="ADDR", help="run on Ray: 'local' starts a local cluster, 'auto' or HOST:PORT joins one (default: no Ray, in this process); needs pip install 'vsr_pipeline[cluster]'")
+    _add_upscale_options(ba)
 
     demo = sub.add_parser("demo", help="upscale the bundled sample clip and write a side-by-side PNG")
     demo.add_argument("--out", type=Path, default=Path("vsr-demo"), help="output folder (default ./vsr-demo)")
@@ -320,6 +362,9 @@ def cmd_upscale(args) -> int:
     finally:
         _install(signal.SIGTERM, previous)
     print(summary.line())
+    if summary.damaged:  # completed, but not everything in the input could be kept
+        _log(f"warning: {summary.damage}; the output holds everything that could be decoded (exit status {EXIT_DAMAGED})")
+        return EXIT_DAMAGED
     return 0
 
 
@@ -342,6 +387,34 @@ def _rate(text: str | None, option: str) -> int | None:
     if value <= 0:
         raise VsrError(f"{option} {text}: must be positive")
     return int(value)
+
+
+def cmd_batch(args) -> int:
+    from .run.batch import BatchInterrupted, run_batch
+
+    template = _run_options(args, "INPUT", "OUTPUT")  # input and output are set per file
+    previous = _install(signal.SIGTERM, _raise_terminated)
+    try:
+        summary = run_batch(
+            template, args.input, args.output_dir, workers=args.workers, ray_address=args.ray_address, log=_log, progress=_progress(args),
+            metrics_port=args.metrics_port, metrics_host=args.metrics_host, metrics_linger=args.metrics_linger,
+        )
+    except BatchInterrupted as exc:
+        print("\n".join(exc.summary.lines()), flush=True)
+        _log("interrupted: finished files are kept; run the same command again to do the rest")
+        return 143 if isinstance(exc.cause, Terminated) else 130
+    finally:
+        _install(signal.SIGTERM, previous)
+    print("\n".join(summary.lines()), flush=True)
+    failed = summary.by("failed")
+    if failed:
+        names = ", ".join(r.key for r in failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+        _log(f"error: {len(failed)} of {len(summary.results)} files failed: {names} (see the summary)")
+        return 2
+    if summary.damaged:
+        _log(f"warning: {len(summary.damaged)} inputs were damaged; their outputs hold everything that could be decoded (exit status {EXIT_DAMAGED})")
+        return EXIT_DAMAGED
+    return 0
 
 
 def cmd_stream(args) -> int:
@@ -518,7 +591,7 @@ def cmd_faces(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"upscale": cmd_upscale, "stream": cmd_stream, "demo": cmd_demo, "info": cmd_info, "data": cmd_data, "train": cmd_train, "soup": cmd_soup, "eval": cmd_eval, "faces": cmd_faces}
+    commands = {"upscale": cmd_upscale, "batch": cmd_batch, "stream": cmd_stream, "demo": cmd_demo, "info": cmd_info, "data": cmd_data, "train": cmd_train, "soup": cmd_soup, "eval": cmd_eval, "faces": cmd_faces}
     if args.command is None:
         parser.print_help()
         return 2
@@ -535,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure: one line, unless --debug
         if args.debug:
             raise
-        print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        text = " ".join(str(exc).split()).rstrip(".") or "no details"  # words only, never a class name
+        print(f"error: internal error: {text} (run with --debug for details)", file=sys.stderr)
         return 1
 
 

@@ -11,10 +11,19 @@ Metrics (names carry their unit; counters end in ``_total``):
 ``vsr_stage_latency_seconds{stage}``histogram  time spent on one frame in each stage
 ``vsr_errors_total{stage,kind}``    counter    errors by stage and exception type
 ``vsr_scene_cuts_total``            counter    scene cuts detected
+``vsr_input_damage_total{stream,kind}`` counter damage in the input, by stream (video, audio, subtitle, data,
+                                               container) and kind (corrupt, undecodable, concealed, unreadable,
+                                               missing, rejected, retimed; see ``vsr_pipeline.io.damage``)
+``vsr_input_changes_total{kind}``   counter    changes of picture size (``size``) or pixel format (``format``)
+                                               mid-input (the output keeps one size; pictures are fitted into it)
 ``vsr_queue_depth{queue}``          gauge      items waiting in each inter-stage queue
 ``vsr_queue_capacity{queue}``       gauge      bound of each queue
 ``vsr_window_frames``               gauge      frames held by the temporal window
-``vsr_throughput_fps``              gauge      output frames per second over the last 5 seconds
+``vsr_throughput_fps``              gauge      frames upscaled by the network and written, per second over
+                                               the last 5 seconds (Lanczos fallbacks and repeats not counted)
+``vsr_output_frames_total{kind}``   counter    frames written by how they were made: upscaled (the network),
+                                               classical (Lanczos fallback), repeated (slate during a stall);
+                                               a file job writes only upscaled frames
 ``vsr_input_frames``                gauge      frames the input is expected to have (0: unknown)
 ``vsr_backend_info{backend,device}``gauge      1 for the backend in use
 ``vsr_model_macs_per_frame``        gauge      multiply-accumulates per frame at this input size
@@ -27,7 +36,6 @@ Live streams (:class:`LiveMetrics`) add:
 
 ==========================================  =========  =============================================
 ``vsr_end_to_end_latency_seconds``          histogram  input frame decoded -> its output frame sent
-``vsr_output_frames_total{kind}``           counter    frames sent: upscaled, classical, repeated
 ``vsr_frames_degraded_total{reason}``       counter    frames not upscaled with the full window: engine_late,
                                                        queue_full (classical), short_window (window 1)
 ``vsr_frames_dropped_total{reason}``        counter    input frames never sent: duplicate_slot, output_behind,
@@ -36,10 +44,18 @@ Live streams (:class:`LiveMetrics`) add:
 ``vsr_input_bitrate_bps``                   gauge      input bitrate over the last 5 seconds
 ``vsr_input_stalls_total``                  counter    input stalls and disconnects
 ``vsr_input_reconnects_total``              counter    input connections re-established
-``vsr_input_connected``                     gauge      1 while input frames are arriving
+``vsr_input_connected``                     gauge      1 while input frames are arriving; 0 while stalled,
+                                                       disconnected or waiting for the first connection
 ``vsr_output_reconnects_total``             counter    output connections re-established
+``vsr_output_connected``                    gauge      1 while the output is open, 0 while it is down (no sample
+                                                       before the output is first opened)
 ``vsr_latency_budget_seconds``              gauge      the configured latency budget
 ==========================================  =========  =============================================
+
+``vsr_frames_total{stage="encode"}`` counts every frame written, whatever made it; throughput and
+the real-time alert use the network's frames only (``vsr_throughput_fps``,
+``vsr_output_frames_total{kind="upscaled"}``), so a live channel running on the Lanczos fallback
+does not look real time.
 
 The server also answers ``/healthz`` (the process is working: 200, else 503) and ``/readyz``
 (output is being produced from live input: 200, else 503 with the reason).
@@ -60,6 +76,12 @@ STAGES = ("decode", "upscale", "encode")
 #: catch-up after the input ran early), the playout was too far behind, the receiver was gone.
 DROP_REASONS = ("duplicate_slot", "output_behind", "output_down")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: End-to-end latency sits near the budget (default 1 s) by design, so its buckets are fine there:
+#: 0.1 s steps up to 1.3 s, so that "p99 more than 25 % over the budget" is resolved for budgets from
+#: about 0.4 s up.
+_END_TO_END_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0)
+#: How an output frame was made: by the network, by the Lanczos fallback, or repeated (a slate).
+OUTPUT_KINDS = ("upscaled", "classical", "repeated")
 
 
 class _ScrapeTimeCollector:
@@ -80,7 +102,7 @@ class _ScrapeTimeCollector:
         yield depth
         yield capacity
         yield GaugeMetricFamily("vsr_window_frames", "Frames held by the temporal window.", value=self._m.window_frames())
-        yield GaugeMetricFamily("vsr_throughput_fps", "Output frames per second over the last 5 seconds.", value=self._m.throughput())
+        yield GaugeMetricFamily("vsr_throughput_fps", "Frames upscaled by the network and written, per second over the last 5 seconds.", value=self._m.throughput())
 
 
 class PipelineMetrics:
@@ -93,38 +115,49 @@ class PipelineMetrics:
         self.latency = Histogram("vsr_stage_latency_seconds", "Time spent on one frame in a stage.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
         self.errors = Counter("vsr_errors", "Errors by stage and kind.", ["stage", "kind"], registry=r)
         self.scene_cuts = Counter("vsr_scene_cuts", "Scene cuts detected.", registry=r)
+        self.input_damage = Counter("vsr_input_damage", "Damage in the input by stream and kind (packets dropped, pictures concealed, frames missing).", ["stream", "kind"], registry=r)
+        self.input_changes = Counter("vsr_input_changes", "Changes of picture size or pixel format mid-input (pictures are fitted into the output's one size).", ["kind"], registry=r)
         self.input_frames = Gauge("vsr_input_frames", "Frames the input is expected to have (0: unknown).", registry=r)
         self.backend_info = Gauge("vsr_backend_info", "1 for the inference backend in use.", ["backend", "device"], registry=r)
         self.macs = Gauge("vsr_model_macs_per_frame", "Multiply-accumulates of the model per frame at this input size.", registry=r)
         self.faces_detected = Counter("vsr_faces_detected", "Faces found by the face detector.", registry=r)
         self.face_tracks = Gauge("vsr_face_tracks", "Face tracks alive.", registry=r)
         self.face_latency = Histogram("vsr_face_latency_seconds", "Time the face engine spent on one frame.", buckets=_LATENCY_BUCKETS, registry=r)
+        self.output_frames = Counter("vsr_output_frames", "Frames written, by how they were made: upscaled (network), classical (Lanczos), repeated (slate).", ["kind"], registry=r)
         for stage in STAGES:
             self.frames.labels(stage)
             self.latency.labels(stage)
+        for kind in OUTPUT_KINDS:
+            self.output_frames.labels(kind)
         self.queues: dict[str, object] = {}
         self.window_frames: Callable[[], int] = lambda: 0
-        self._done_times: collections.deque[float] = collections.deque(maxlen=1024)
+        self._done_times: collections.deque[float] = collections.deque(maxlen=4096)  # 5 s at up to 800 fps
+        self._born = time.monotonic()
         self._lock = threading.Lock()
         r.register(_ScrapeTimeCollector(self))
 
-    def frame_done(self, stage: str, seconds: float) -> None:
-        """Count one frame out of ``stage`` that took ``seconds``."""
+    def frame_done(self, stage: str, seconds: float, *, kind: str = "upscaled") -> None:
+        """Count one frame out of ``stage`` that took ``seconds``. An ``encode`` frame is also
+        counted by ``kind`` (:data:`OUTPUT_KINDS`: how it was made); only the network's
+        (``upscaled``) count towards :meth:`throughput`."""
         self.frames.labels(stage).inc()
         self.latency.labels(stage).observe(seconds)
         if stage == "encode":
-            with self._lock:
-                self._done_times.append(time.monotonic())
+            self.output_frames.labels(kind).inc()
+            if kind == "upscaled":
+                with self._lock:
+                    self._done_times.append(time.monotonic())
 
     def throughput(self, horizon: float = 5.0) -> float:
-        """Output frames per second over the last ``horizon`` seconds."""
+        """Frames upscaled by the network and written, per second over the last ``horizon`` seconds
+        (over the time since these metrics were made, if shorter). The count is divided by the
+        whole window, not by the span of the frames in it: a live channel's network frames come
+        in runs, and a run of a few frames at the output rate is not the network's rate."""
         now = time.monotonic()
         with self._lock:
-            recent = [t for t in self._done_times if now - t <= horizon]
-        if len(recent) < 2:
-            return 0.0
-        span = max(now - recent[0], 1e-6)
-        return len(recent) / span
+            recent = sum(1 for t in self._done_times if now - t <= horizon)
+        span = min(horizon, now - self._born)
+        return recent / span if span > 0 else 0.0
 
     def face_frame(self, seconds: float, detected: int, tracks: int) -> None:
         """The face engine finished a frame: ``detected`` new detections, ``tracks`` alive."""
@@ -144,8 +177,7 @@ class LiveMetrics(PipelineMetrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         super().__init__(registry)
         r = self.registry
-        self.end_to_end = Histogram("vsr_end_to_end_latency_seconds", "Input frame decoded -> its output frame sent.", buckets=_LATENCY_BUCKETS, registry=r)
-        self.output_frames = Counter("vsr_output_frames", "Output frames by how they were made.", ["kind"], registry=r)
+        self.end_to_end = Histogram("vsr_end_to_end_latency_seconds", "Input frame decoded -> its output frame sent.", buckets=_END_TO_END_BUCKETS, registry=r)
         self.degraded = Counter("vsr_frames_degraded", "Frames not upscaled by the network with its full window.", ["reason"], registry=r)
         self.dropped = Counter("vsr_frames_dropped", "Input frames that were never sent.", ["reason"], registry=r)
         self.input_bytes = Counter("vsr_input_bytes", "Bytes of demuxed input packets.", registry=r)
@@ -154,14 +186,18 @@ class LiveMetrics(PipelineMetrics):
         self.connected = Gauge("vsr_input_connected", "1 while input frames are arriving.", registry=r)
         self.output_reconnects = Counter("vsr_output_reconnects", "Output connections re-established.", registry=r)
         self.budget = Gauge("vsr_latency_budget_seconds", "Configured end-to-end latency budget.", registry=r)
-        for kind in ("upscaled", "classical", "repeated"):
-            self.output_frames.labels(kind)
         for reason in ("engine_late", "queue_full", "short_window"):
             self.degraded.labels(reason)
         for reason in DROP_REASONS:
             self.dropped.labels(reason)
         self._bytes: collections.deque[tuple[float, int]] = collections.deque(maxlen=4096)
+        self._output_connected: bool | None = None  # None: the output has not been opened yet
         r.register(_BitrateCollector(self))
+
+    def output_state(self, connected: bool) -> None:
+        """The output is open (``connected``) or down; ``vsr_output_connected`` has no sample
+        until this is first called, so a channel still waiting for its input is not "down"."""
+        self._output_connected = bool(connected)
 
     def input_packet(self, size: int) -> None:
         """Count ``size`` bytes of input."""
@@ -190,6 +226,11 @@ class _BitrateCollector:
 
     def collect(self):
         yield GaugeMetricFamily("vsr_input_bitrate_bps", "Input bitrate over the last 5 seconds, bits per second.", value=self._m.bitrate())
+        state = self._m._output_connected
+        output = GaugeMetricFamily("vsr_output_connected", "1 while the output is open, 0 while it is down (no sample before it is first opened).")
+        if state is not None:
+            output.add_metric([], 1.0 if state else 0.0)
+        yield output
 
 
 #: A health check: () -> (ok, reason).
@@ -214,9 +255,9 @@ class MetricsServer:
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
-            from .errors import ConfigError
+            from .errors import ConfigError, describe
 
-            raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {describe(exc)}") from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="vsr-metrics", daemon=True)
         self._thread.start()

@@ -3,6 +3,8 @@
 :class:`AvSink` encodes with PyAV and muxes into a file (or a URL FFmpeg writes). A file is
 written under a temporary name beside the target (``.NAME.vsr-partial.EXT``) and renamed only
 when complete; :meth:`AvSink.abort` removes it, so a failure or Ctrl-C leaves nothing behind.
+A copied packet the muxer refuses (a damaged header, a broken timestamp) is dropped and recorded
+as damage (:mod:`.damage`), not fatal.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Protocol
 from .._files import discard, partial_path, publish
 from ..colour import ColourSpec
 from ..errors import ConfigError, OutputError, describe
+from .damage import DamageLog
 from .encode import add_video_stream, encode, finish
 from .frames import ColourTags, Picture, format_name, frame_from_planes
 from .source import Passthrough, SourceInfo
@@ -23,6 +26,10 @@ from .source import Passthrough, SourceInfo
 #: Encoders whose quality option is ``crf``; NVENC uses ``cq``.
 _CRF_ENCODERS = {"libx264", "libx265", "libsvtav1", "libvpx-vp9", "libaom-av1"}
 _CQ_ENCODERS = {"h264_nvenc", "hevc_nvenc", "av1_nvenc"}
+#: Muxers that store a video stream's display matrix (rotation, flips).
+_DISPLAY_MATRIX_FORMATS = {"mov", "mp4", "ipod", "3gp", "3g2", "psp", "ismv", "f4v", "matroska", "webm"}
+#: Audio and subtitle codecs FFmpeg's MPEG-TS muxer stores (canonical names).
+_MPEGTS_CODECS = {"mp2", "mp3", "aac", "aac_latm", "ac3", "eac3", "dts", "truehd", "opus", "s302m", "dvb_subtitle", "dvb_teletext", "arib_caption"}
 
 
 @dataclass(frozen=True)
@@ -166,10 +173,17 @@ class AvSink:
         tags: colour metadata to store in the stream.
         settings: encoder settings.
         log: callable for warnings (one line each).
+        damage: where copied packets the muxer refuses are recorded (a silent log if None).
+        metadata: container tags to write (e.g. ``comment``: where the file came from).
+
+    The source's sample aspect ratio and display matrix (rotation) are written to the video
+    stream, so the output plays the way the input did.
     """
 
-    def __init__(self, target: str, source: SourceInfo, *, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings, log=print) -> None:
+    def __init__(self, target: str, source: SourceInfo, *, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings, log=print, damage: DamageLog | None = None, metadata: dict[str, str] | None = None) -> None:
         import av
+
+        self.damage = damage if damage is not None else DamageLog()
 
         check_picture_size(settings.codec, width, height)
         self.target = Path(target)
@@ -190,8 +204,9 @@ class AvSink:
             raise OutputError(f"cannot write {target}: {describe(exc)}{hint}") from None
         self._open = True
         try:
-            self._video = self._add_video(source, width, height, spec, tags, settings)
+            self._video = self._add_video(source, width, height, spec, tags, settings, log)
             self._copied = self._add_copies(source, log)
+            self._out.metadata.update(metadata or {})
             self._start(settings.codec)
         except BaseException:
             self.abort()
@@ -200,14 +215,29 @@ class AvSink:
         self.tags = tags
         self.frames = 0
 
-    def _add_video(self, source: SourceInfo, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings):
+    def _add_video(self, source: SourceInfo, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings, log):
         stream = add_video_stream(
             self._out, settings.codec, width=width, height=height, rate=source.rate or Fraction(25), pix_fmt=format_name(spec),
             options=settings.video_options(), tags=replace(tags, range=2 if spec.full_range else 1), time_base=source.time_base,
         )
         if settings.threads:
             stream.codec_context.thread_count = settings.threads
+        if source.sample_aspect_ratio is not None:  # both sides scale alike: the pixels keep their shape
+            stream.codec_context.sample_aspect_ratio = source.sample_aspect_ratio
+        if source.display_matrix is not None:
+            self._set_display_matrix(stream, source.display_matrix, width / source.width if source.width else 1, log)
         return stream
+
+    def _set_display_matrix(self, stream, matrix: tuple[int, ...], scale: float, log) -> None:
+        """Write the input's display matrix (its translation scaled with the picture)."""
+        if not hasattr(stream, "set_display_matrix"):
+            log("warning: the input is shown rotated or flipped, but this PyAV cannot write a display matrix (PyAV 16 or later can); the output plays as stored")
+            return
+        if self._out.format.name not in _DISPLAY_MATRIX_FORMATS:
+            log(f"warning: the input is shown rotated or flipped, but a {self._out.format.name} file cannot say so; the output plays as stored (write .mp4, .mov or .mkv to keep it)")
+        m = list(matrix)
+        m[6], m[7] = round(m[6] * scale), round(m[7] * scale)
+        stream.set_display_matrix(m)
 
     def _start(self, codec: str) -> None:
         """Open the encoders and write the header now, so a codec that cannot run here (NVENC
@@ -221,9 +251,14 @@ class AvSink:
     def _add_copies(self, source: SourceInfo, log) -> dict[int, object]:
         copied = {}
         supported = getattr(self._out, "supported_codecs", None)
+        if supported is not None and self._out.format.name == "mpegts":
+            # FFmpeg's MPEG-TS muxer has no codec table, so the list above holds only its
+            # default codecs; these are the ones it gives a stream type (mpegtsenc.c).
+            supported = set(supported) | _MPEGTS_CODECS
         for stream in source.copy_streams:
             name = stream.codec_context.name
-            if supported is not None and name not in supported:
+            canonical = getattr(stream.codec_context.codec, "canonical_name", name)
+            if supported is not None and name not in supported and canonical not in supported:
                 log(f"warning: {stream.type} stream #{stream.index} ({name}) cannot be stored in this container; dropped (use .mkv to keep it)")
                 continue
             copied[stream.index] = self._out.add_stream_from_template(stream)
@@ -243,9 +278,14 @@ class AvSink:
         stream = self._copied.get(item.stream_index)
         if stream is None:
             return
+        import av
+
         packet = item.packet
         packet.stream = stream
-        self._out.mux(packet)
+        try:
+            self._out.mux(packet)
+        except av.FFmpegError as exc:
+            self.damage.record(stream.type, "rejected", f"{stream.type} packet of stream #{item.stream_index} refused by the output muxer ({describe(exc)}); dropped")
 
     def close(self) -> None:
         if not self._open:
@@ -269,6 +309,7 @@ class AvSink:
         discard(self.tmp)
 
 
-def open_sink(target: str, source: SourceInfo, *, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings, log=print) -> Sink:
-    """Open an output path for writing."""
-    return AvSink(target, source, width=width, height=height, spec=spec, tags=tags, settings=settings, log=log)
+def open_sink(target: str, source: SourceInfo, *, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings, log=print, damage: DamageLog | None = None, metadata: dict[str, str] | None = None) -> Sink:
+    """Open an output path for writing; copied packets the muxer refuses are recorded in
+    ``damage``; ``metadata``: container tags."""
+    return AvSink(target, source, width=width, height=height, spec=spec, tags=tags, settings=settings, log=log, damage=damage, metadata=metadata)

@@ -4,6 +4,11 @@ A source is anything that yields :class:`~vsr_pipeline.io.frames.Picture` object
 stream and :class:`Passthrough` packets for the streams copied without re-encoding (audio,
 subtitles). :func:`open_source` picks the implementation; today it is a PyAV demuxer/decoder that
 reads files and anything FFmpeg opens by URL.
+
+Damaged input does not end the job while pictures keep coming (:mod:`.damage`): a packet of a
+copied stream that the demuxer marks corrupt or that its decoder refuses is dropped, a video
+packet the decoder refuses is skipped, a read error is skipped, and each is recorded in the
+source's :class:`~vsr_pipeline.io.damage.DamageLog`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from ..errors import InputError, describe
+from .damage import DamageLog
 from .frames import UNCOMPRESSED_CODECS, Picture, lossless_qp_map, picture_from_frame
 
 
@@ -44,6 +50,11 @@ class SourceInfo:
         codec: name of the video codec.
         pix_fmt: decoder's pixel format.
         copy_streams: input streams (PyAV ``Stream`` objects) to copy through.
+        sample_aspect_ratio: shape of the video's pixels (64:45 for 4:3 PAL DVD), None when
+            square or unknown.
+        display_matrix: how a player turns the picture (rotation, flips): FFmpeg's nine 32-bit
+            display matrix entries, None when it is shown as stored. Known once the first
+            picture is decoded (:attr:`AvSource.display_matrix`).
     """
 
     name: str
@@ -55,6 +66,8 @@ class SourceInfo:
     codec: str
     pix_fmt: str
     copy_streams: tuple = field(default=())
+    sample_aspect_ratio: Fraction | None = None
+    display_matrix: tuple[int, ...] | None = None
 
 
 class Source(Protocol):
@@ -72,11 +85,12 @@ class Source(Protocol):
 class AvSource:
     """A PyAV demuxer and decoder for files (and URLs FFmpeg opens)."""
 
-    def __init__(self, name: str, *, options: dict[str, str] | None = None, quantisers: bool = False) -> None:
+    def __init__(self, name: str, *, options: dict[str, str] | None = None, quantisers: bool = False, damage: DamageLog | None = None) -> None:
         """Open ``name`` (a path or a URL FFmpeg understands).
 
         Args:
             options: FFmpeg demuxer/protocol options.
+            damage: where damage found while reading is recorded (a silent log if None).
             quantisers: ask the H.264 decoder for each frame's quantisers (``Picture.qp`` and
                 ``Picture.qp_map``, for ``--weights auto`` and the network's coding condition).
                 Pictures of a lossless codec always get a zero ``qp_map``. The decoder then uses slice threads only: with frame threads
@@ -86,6 +100,7 @@ class AvSource:
         """
         import av
 
+        self.damage = damage if damage is not None else DamageLog()
         if "://" not in name:
             path = Path(name)
             if not path.exists():
@@ -104,6 +119,9 @@ class AvSource:
             raise InputError(f"{name} has no video stream")
         self._video = videos[0]
         ctx = self._video.codec_context
+        if ctx is None:  # FFmpeg has no decoder for what the header says (or the header is damaged)
+            self._container.close()
+            raise InputError(f"{name}: the video stream cannot be decoded (unknown codec, or its header is damaged)")
         if quantisers and ctx.name == "h264":  # only H.264's decoder exports them; others keep frame threads
             ctx.thread_type = "SLICE"
             ctx.options = {**ctx.options, "export_side_data": "venc_params"}
@@ -114,6 +132,7 @@ class AvSource:
             raise InputError(f"{name}: the video stream has no picture size (corrupt or unsupported)")
         copy = tuple(s for s in self._container.streams if s.type in ("audio", "subtitle"))
         rate = self._video.average_rate or self._video.guessed_rate
+        sar = self._video.sample_aspect_ratio or ctx.sample_aspect_ratio
         self.info = SourceInfo(
             name=name,
             width=ctx.width,
@@ -124,33 +143,111 @@ class AvSource:
             codec=ctx.name,
             pix_fmt=ctx.format.name if ctx.format else "unknown",
             copy_streams=copy,
+            sample_aspect_ratio=Fraction(sar) if sar and sar > 0 and sar != 1 else None,
         )
+        #: The display matrix of the first picture (rotation, flips), None until then or if none.
+        self.display_matrix: tuple[int, ...] | None = None
         self._copy_indices = {s.index for s in copy}
+        # Copied packets are checked by decoding them (cheap for audio and subtitles), where
+        # FFmpeg has a decoder for the stream.
+        self._checked = {s.index for s in copy if _has_decoder(s)}
         self._lossless = ctx.name in UNCOMPRESSED_CODECS
+        # MP4/MOV index every sample, so fewer video packets than that means a cut file (other
+        # containers' counts are estimates or off by one: AVI counts a trailing empty chunk).
+        self._indexed_frames = self.info.frames if self._container.format.name.split(",")[0] == "mov" else 0
+        self._cut_short = self._container.format.name == "mpegts" and "://" not in name and _ends_mid_packet(Path(name).stat().st_size)
 
     def __iter__(self) -> Iterator[Picture | Passthrough]:
         import av
 
         index = 0
-        streams = [self._video, *self.info.copy_streams]
-        try:
-            for packet in self._container.demux(streams):
-                if packet.stream.index in self._copy_indices:
-                    if packet.size:  # the demuxer's final empty packet is not data
-                        yield Passthrough(packet.stream.index, packet)
-                    continue
-                for frame in packet.decode():  # an empty packet flushes the decoder
-                    picture = picture_from_frame(frame, index=index)
-                    if self._lossless:
-                        picture = replace(picture, qp_map=lossless_qp_map(picture.height, picture.width))
-                    if picture.pts is None:  # raw streams without timestamps: frame-rate spaced
-                        picture = replace(picture, pts=self._synthetic_pts(index), time_base=self.info.time_base)
-                    yield picture
-                    index += 1
-        except av.FFmpegError as exc:
-            raise InputError(f"decoding {self.info.name} failed at frame {index}: {describe(exc)}") from None
+        video_packets = 0
+        flushed = False
+        for packet in self._packets([self._video, *self.info.copy_streams]):
+            if packet.stream.index in self._copy_indices:
+                if packet.size and self._intact(packet):  # the demuxer's final empty packet is not data
+                    yield Passthrough(packet.stream.index, packet)
+                continue
+            if packet.size:
+                video_packets += 1
+                if packet.is_corrupt:  # still decoded: the decoder conceals what is missing
+                    self.damage.record("video", "corrupt", f"video packet at {_when(packet)} is marked corrupt by the demuxer")
+            else:
+                flushed = True
+            try:
+                frames = packet.decode()  # an empty packet flushes the decoder
+            except av.FFmpegError as exc:
+                self.damage.record("video", "undecodable", f"video packet at {_when(packet)} cannot be decoded ({describe(exc)}); skipped")
+                continue
+            for frame in frames:
+                yield self._picture(frame, index)
+                index += 1
+        if not flushed:  # reading stopped on errors: the decoder still holds pictures
+            try:
+                frames = self._video.codec_context.decode(None)
+            except av.FFmpegError:
+                frames = []
+            for frame in frames:
+                yield self._picture(frame, index)
+                index += 1
         if index == 0:
             raise InputError(f"{self.info.name}: no video frame could be decoded")
+        if self._cut_short:
+            self.damage.record("container", "truncated", f"{self.info.name} ends inside a transport packet (the file is cut short); its last pictures may be incomplete")
+        if self._indexed_frames > video_packets:
+            missing = self._indexed_frames - video_packets
+            self.damage.record("video", "missing", f"the input ends early: {missing} of the {self._indexed_frames} frames its index lists are not in the file (truncated?)", missing)
+
+    def _picture(self, frame, index: int) -> Picture:
+        if index == 0:
+            self.display_matrix = _display_matrix(frame)
+        if frame.is_corrupt:
+            self.damage.record("video", "concealed", f"picture {index} could only be partly decoded (errors concealed); kept")
+        picture = picture_from_frame(frame, index=index)
+        if self._lossless:
+            picture = replace(picture, qp_map=lossless_qp_map(picture.height, picture.width))
+        if picture.pts is None:  # raw streams without timestamps: frame-rate spaced
+            picture = replace(picture, pts=self._synthetic_pts(index), time_base=self.info.time_base)
+        return picture
+
+    def _packets(self, streams: list) -> Iterator:
+        """The demuxed packets; a read error is recorded and reading goes on after it (up to
+        :data:`_MAX_READ_ERRORS` in a row, then the input is taken as ending there)."""
+        import av
+
+        errors = 0
+        while errors < _MAX_READ_ERRORS:
+            demux = self._container.demux(streams)
+            while True:
+                try:
+                    packet = next(demux)
+                except StopIteration:
+                    return
+                except (av.FFmpegError, OSError) as exc:
+                    errors += 1
+                    self.damage.record("container", "unreadable", f"reading {self.info.name} failed ({describe(exc)}); reading on after it")
+                    break
+                errors = 0
+                yield packet
+
+    def _intact(self, packet) -> bool:
+        """Is this packet of a copied stream whole? A packet the demuxer marks corrupt, or that
+        the stream's decoder refuses, is recorded and dropped."""
+        import av
+
+        kind = packet.stream.type
+        if packet.is_corrupt:
+            self.damage.record(kind, "corrupt", f"{kind} packet of stream #{packet.stream.index} at {_when(packet)} is marked corrupt by the demuxer; dropped")
+            return False
+        if packet.stream.index in self._checked:
+            try:
+                packet.decode()
+            except av.FFmpegError as exc:
+                self.damage.record(kind, "undecodable", f"{kind} packet of stream #{packet.stream.index} at {_when(packet)} cannot be decoded ({describe(exc)}); dropped")
+                return False
+            except Exception:  # the decoder itself is unusable here: copy unchecked
+                self._checked.discard(packet.stream.index)
+        return True
 
     def _synthetic_pts(self, index: int) -> int:
         rate = self.info.rate or Fraction(25)
@@ -160,6 +257,49 @@ class AvSource:
         self._container.close()
 
 
+#: Read errors in a row after which the input is taken as ending.
+_MAX_READ_ERRORS = 16
+
+
+def _when(packet) -> str:
+    """Where a packet is, for a warning: its time in seconds, or its byte position."""
+    time = packet.pts if packet.pts is not None else packet.dts
+    if time is not None and packet.time_base:
+        return f"{float(time * packet.time_base):.3f} s"
+    return f"byte {packet.pos}" if packet.pos is not None and packet.pos >= 0 else "an unknown time"
+
+
+def _display_matrix(frame) -> tuple[int, ...] | None:
+    """The frame's display matrix side data (FFmpeg attaches the stream's to every frame: an MP4
+    track matrix, a rotate tag), None if it has none or it is the identity."""
+    import numpy as np
+
+    for data in frame.side_data:
+        if data.type.name == "DISPLAYMATRIX":
+            matrix = tuple(int(x) for x in np.frombuffer(bytes(data), dtype="<i4", count=9))
+            return None if matrix == _IDENTITY else matrix
+    return None
+
+
+#: The identity display matrix (16.16 fixed point, last column 2.30).
+_IDENTITY = (65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30)
+
+
+def _ends_mid_packet(size: int) -> bool:
+    """Does an MPEG-TS file of ``size`` bytes end inside a transport packet (188 bytes; 192 for
+    M2TS, 204 with Reed-Solomon bytes)?"""
+    return all(size % n for n in (188, 192, 204))
+
+
+def _has_decoder(stream) -> bool:
+    """Does FFmpeg have a decoder for this stream (to check its packets with)?"""
+    try:
+        ctx = stream.codec_context
+        return ctx is not None and ctx.codec is not None and ctx.codec.is_decoder
+    except Exception:
+        return False
+
+
 def _is_attached_picture(stream) -> bool:
     try:
         return bool(stream.disposition & 0x400)  # AV_DISPOSITION_ATTACHED_PIC (cover art)
@@ -167,6 +307,7 @@ def _is_attached_picture(stream) -> bool:
         return False
 
 
-def open_source(name: str, *, options: dict[str, str] | None = None, quantisers: bool = False) -> Source:
-    """Open an input path or URL; ``quantisers`` makes H.264 pictures carry ``Picture.qp``."""
-    return AvSource(name, options=options, quantisers=quantisers)
+def open_source(name: str, *, options: dict[str, str] | None = None, quantisers: bool = False, damage: DamageLog | None = None) -> Source:
+    """Open an input path or URL; ``quantisers`` makes H.264 pictures carry ``Picture.qp``;
+    damage found while reading is recorded in ``damage``."""
+    return AvSource(name, options=options, quantisers=quantisers, damage=damage)

@@ -4,6 +4,17 @@ Memory does not grow with the length of the video: each queue holds at most ``qu
 items and a full queue blocks the stage before it (back-pressure), the window holds at most
 ``window`` frames. The first error in any stage stops every stage, the half-written output is
 removed, and the error is raised in the caller's thread; so is Ctrl-C.
+
+Damaged input is not an error while pictures keep coming: what cannot be decoded or copied is
+dropped, counted (``vsr_input_damage_total``) and reported (:mod:`..io.damage`), and the summary
+says so (:attr:`RunSummary.damage`; ``vsr upscale`` then exits with status 3).
+
+The output keeps one size, x2 the first picture's. Where the input changes picture size or
+pixel format mid-file (joined segments, an ad break), the window resets as at a scene cut, the
+change is counted (``vsr_input_changes_total``) and reported, and pictures of another size are
+fitted into the output with their aspect ratio kept (black bars): one larger than the first is
+first reduced to fit it (the network never runs on more pixels than the first picture has), one
+smaller is upscaled by the network and then enlarged classically to fit.
 """
 
 from __future__ import annotations
@@ -12,12 +23,16 @@ import itertools
 import queue
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
 from typing import Callable, Iterator
 
+from ..classical import fitted_size, letterbox, resize
 from ..colour import ColourSpec
 from ..engines.base import Backend
 from ..errors import ConfigError
+from ..io.damage import DamageLog
 from ..io.frames import Picture
 from ..io.sink import Sink, open_sink, output_spec
 from ..io.source import Passthrough, Source, open_source
@@ -42,6 +57,11 @@ class RunSummary:
     window: int
     scene_cuts: int
     output: str
+    damage: str = ""  #: :meth:`DamageLog.line` of the input, empty when it was clean
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.damage)
 
     @property
     def fps(self) -> float:
@@ -61,7 +81,7 @@ _EOS = object()
 class Pipeline:
     """Runs one source through the upscaler into one sink (see module docstring)."""
 
-    def __init__(self, source: Source, upscaler: VideoUpscaler, sink: Sink, metrics: PipelineMetrics, *, queue_size: int = 8, scene_cuts: bool = True, first: list | None = None) -> None:
+    def __init__(self, source: Source, upscaler: VideoUpscaler, sink: Sink, metrics: PipelineMetrics, *, queue_size: int = 8, scene_cuts: bool = True, first: list | None = None, damage: DamageLog | None = None, log: Callable[[str], None] = print) -> None:
         self.source, self.upscaler, self.sink, self.metrics = source, upscaler, sink, metrics
         self.decoded: queue.Queue = queue.Queue(maxsize=queue_size)
         self.upscaled: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -70,6 +90,13 @@ class Pipeline:
         self.detector = SceneCutDetector() if scene_cuts else None
         self.cuts = 0
         self._first = first or []
+        self.damage = damage if damage is not None else DamageLog()
+        self._last_pts: int | None = None
+        self._pts_shift = 0
+        self._log = log
+        self._first_format: tuple | None = None  # (width, height, spec) of the first picture: the output is x2 its size
+        self._format: tuple | None = None  # and of the latest one
+        self.changes = 0
         self.harness = Harness(on_error=lambda stage, exc: metrics.errors.labels(stage, type(exc).__name__).inc())
         self._put, self._get = self.harness.put, self.harness.get
 
@@ -81,16 +108,63 @@ class Pipeline:
             if self.harness.halt.is_set():
                 raise Stopped
             if isinstance(item, Picture):
+                item = self._timed(item)
+                changed = self._format_changed(item)
+                if changed and self.detector is not None:  # thumbnails of another size do not compare
+                    self.detector = SceneCutDetector(self.detector.config)
+                item = self._reduced(item)
                 cut = bool(self.detector and self.detector.is_cut(item.y, item.spec.max_code))
                 if cut:
                     self.cuts += 1
                     self.metrics.scene_cuts.inc()
+                cut = cut or changed
                 self.metrics.frame_done("decode", time.perf_counter() - started)
                 self._put(self.decoded, (item, cut))
             else:
                 self._put(self.decoded, item)
             started = time.perf_counter()
         self._put(self.decoded, _EOS)
+
+    def _timed(self, picture: Picture) -> Picture:
+        """The picture with a timestamp after the previous picture's (the encoder and muxer need
+        them increasing). Where the input's go back (damage, joined segments), this picture and
+        all later ones are moved forward by the same amount, so they stay evenly spaced; each
+        such jump is recorded once."""
+        pts = picture.pts + self._pts_shift
+        if self._last_pts is not None and pts <= self._last_pts:
+            rate = self.source.info.rate or Fraction(25)
+            step = max(1, round(1 / (rate * picture.time_base)))
+            new = self._last_pts + step
+            self._pts_shift += new - pts
+            self.damage.record("video", "retimed", f"timestamps go back at picture {picture.index} ({float(pts * picture.time_base):.3f} s, after {float(self._last_pts * picture.time_base):.3f} s); it and the pictures after it are moved {float(self._pts_shift * picture.time_base):+.3f} s")
+            pts = new
+        self._last_pts = pts
+        return picture if pts == picture.pts else replace(picture, pts=pts)
+
+    def _format_changed(self, picture: Picture) -> bool:
+        """Is this picture's size or pixel format not the previous picture's? (counted, reported)"""
+        current = (picture.width, picture.height, picture.spec)
+        previous, self._format = self._format, current
+        if self._first_format is None:
+            self._first_format = current
+        if previous is None or current == previous:
+            return False
+        kind = "size" if current[:2] != previous[:2] else "format"
+        self.changes += 1
+        self.metrics.input_changes.labels(kind).inc()
+        width, height, _ = self._first_format
+        scale = self.upscaler.scale
+        fitted = "" if current[:2] == (width, height) else f"; its pictures are fitted into the {width * scale}x{height * scale} output with their aspect ratio kept (black bars)"
+        self._log(f"warning: the input changes from {_describe_format(previous)} to {_describe_format(current)} at picture {picture.index} "
+                  f"({float(picture.pts * picture.time_base):.3f} s); the window restarts there as at a scene cut{fitted}")
+        return True
+
+    def _reduced(self, picture: Picture) -> Picture:
+        """A picture larger than the first (in either direction) reduced to fit inside it."""
+        width, height, _ = self._first_format
+        if picture.width <= width and picture.height <= height:
+            return picture
+        return resize(picture, *fitted_size(picture.width, picture.height, width, height))
 
     def _upscale(self) -> None:
         while True:
@@ -110,7 +184,11 @@ class Pipeline:
             self._emit(outputs, time.perf_counter() - started)
 
     def _emit(self, outputs: list[Picture], seconds: float) -> None:
+        width, height, _ = self._first_format or (0, 0, None)
+        scale = self.upscaler.scale
         for out in outputs:
+            if (out.width, out.height) != (width * scale, height * scale):
+                out = letterbox(out, width * scale, height * scale)
             self.metrics.frame_done("upscale", seconds / len(outputs))
             self._put(self.upscaled, out)
 
@@ -135,6 +213,43 @@ class Pipeline:
         except BaseException:
             self.sink.abort()
             raise
+
+
+def provenance(options: RunOptions, choice, backend: Backend, window: int) -> str:
+    """One line saying how the output was made: tool and version, weights (file and SHA-256),
+    backend, window, mirror ensemble, encoder settings."""
+    from .. import __version__
+    from .._files import file_sha256
+    from ..models.weights import default_weights_path
+
+    weights = choice.weights if choice is not None and choice.weights is not None else (options.weights if isinstance(options.weights, Path) else None)
+    if choice is not None and weights is None:
+        weights = default_weights_path()
+    if weights is not None and Path(weights).is_file():
+        about = f"weights {Path(weights).name} sha256:{file_sha256(Path(weights))}"
+    else:
+        about = "weights given by the caller"
+    mirror = "on" if choice is not None and choice.mirror else ("off" if choice is not None else "as given")
+    enc = options.encoder
+    encoder = f"{enc.codec} crf {enc.crf}" + (f" preset {enc.preset}" if enc.preset else "")
+    return f"upscaled x{options.scale} by vsr_pipeline {__version__}; {about}; backend {backend.name}/{backend.device}; window {window}; mirror {mirror}; encoder {encoder}"
+
+
+def provenance_tags(options: RunOptions, choice, backend: Backend, window: int) -> dict[str, str]:
+    """Container tags carrying :func:`provenance`: ``comment`` (MP4, MOV, Matroska, AVI), and
+    for MPEG-TS, whose only free text is its service description (255 bytes a string),
+    ``service_provider`` (tool and version) and ``service_name`` (the line, cut to fit)."""
+    from .. import __version__
+
+    text = provenance(options, choice, backend, window)
+    return {"comment": text, "service_provider": f"vsr_pipeline {__version__}", "service_name": text[:250]}
+
+
+def _describe_format(fmt: tuple) -> str:
+    width, height, spec = fmt
+    sx, sy = spec.subsampling
+    chroma = {(2, 2): "4:2:0", (2, 1): "4:2:2", (1, 1): "4:4:4"}.get((sx, sy), f"{sx}x{sy}")
+    return f"{width}x{height} {spec.bit_depth}-bit {chroma} {spec.matrix} {'full' if spec.full_range else 'limited'} range"
 
 
 def _peek(source: Source, pictures: int = 1) -> tuple[list[Picture], list, Iterator]:
@@ -187,14 +302,16 @@ def run_file(options: RunOptions, *, log: Callable[[str], None] = print, progres
         raise ConfigError(f"{options.input}: a live input runs as a live job (vsr stream)")
     metrics = metrics or PipelineMetrics()
     auto = backend is None and AUTO in (options.weights, options.mirror)
+    damage = DamageLog(log, lambda stream, kind, n: metrics.input_damage.labels(stream, kind).inc(n))
     # Quantisers always: the network's coding condition reads them (and ``auto`` picks by them).
-    source = open_source(options.input, quantisers=True)
+    source = open_source(options.input, quantisers=True, damage=damage)
     server = None
     sink = None
     try:
         info = source.info
         pictures, head, rest = _peek(source, AUTO_PROBE_FRAMES if auto else 1)
         first = pictures[0]
+        choice = None
         if backend is None:
             choice = choose_network(options.weights, options.mirror, pictures, info.codec)
             backend = build_backend(options.backend, options.device, choice, threads=options.threads, log=log)
@@ -206,11 +323,12 @@ def run_file(options: RunOptions, *, log: Callable[[str], None] = print, progres
         out_spec: ColourSpec = output_spec(first.spec, options.encoder.codec)
         if out_spec.bit_depth != first.spec.bit_depth or out_spec.subsampling != first.spec.subsampling:
             log(f"note: {options.encoder.codec} cannot store {first.spec.bit_depth}-bit {first.spec.subsampling} planes; writing {out_spec.bit_depth}-bit {out_spec.subsampling}")
-        width, height = info.width * options.scale, info.height * options.scale
-        sink = open_sink(options.output, info, width=width, height=height, spec=out_spec, tags=first.tags, settings=options.encoder, log=log)
+        width, height = first.width * options.scale, first.height * options.scale  # one size: x2 the first picture's
+        shown = replace(info, display_matrix=getattr(source, "display_matrix", None))  # rotation: known from the first picture
+        sink = open_sink(options.output, shown, width=width, height=height, spec=out_spec, tags=first.tags, settings=options.encoder, log=log, damage=damage, metadata=provenance_tags(options, choice, backend, window))
         faces = face_engine(options.faces, options.face_weights, options.face_every, metrics.face_frame, log)
         upscaler = VideoUpscaler(backend, window=window, output_spec=out_spec, faces=faces)
-        pipeline = Pipeline(_Rest(source, rest), upscaler, sink, metrics, queue_size=options.queue_size, scene_cuts=options.scene_cuts, first=head)
+        pipeline = Pipeline(_Rest(source, rest), upscaler, sink, metrics, queue_size=options.queue_size, scene_cuts=options.scene_cuts, first=head, damage=damage, log=log)
         bar = _progress_bar(info.frames, progress)
         started = time.perf_counter()
 
@@ -228,7 +346,7 @@ def run_file(options: RunOptions, *, log: Callable[[str], None] = print, progres
         seconds = time.perf_counter() - started
         if server is not None and options.metrics_linger > 0:
             time.sleep(options.metrics_linger)
-        return RunSummary(metrics.count("encode"), (info.width, info.height), (width, height), seconds, backend.name, backend.device, window, pipeline.cuts, options.output)
+        return RunSummary(metrics.count("encode"), (first.width, first.height), (width, height), seconds, backend.name, backend.device, window, pipeline.cuts, options.output, damage.line())
     except BaseException:
         if sink is not None:
             sink.abort()

@@ -7,7 +7,8 @@ pass items through bounded :class:`queue.Queue` s with :meth:`Harness.put` and
 or empty queue never blocks a stopping job. The first exception of any stage is counted in the
 job's metrics, halts every stage, and is raised again in the caller's thread by
 :meth:`Harness.wait`: a :class:`VsrError` as it is, anything else as
-``VsrError("<stage> stage failed: <Type>: <message>")`` with the original as its cause.
+``VsrError("<stage> stage failed: <message> (an unexpected failure; ...)")`` with the original as
+its cause (words only: never the exception's class name).
 """
 
 from __future__ import annotations
@@ -122,4 +123,6 @@ class Harness:
         stage, exc = self.errors[0]
         if isinstance(exc, VsrError):
             raise exc
-        raise VsrError(f"{stage} stage failed: {type(exc).__name__}: {exc}") from exc
+        # Words only: the message, never the exception's class name (``--debug`` shows the traceback).
+        text = str(exc).strip().rstrip(".") or "no details"
+        raise VsrError(f"{stage} stage failed: {text} (an unexpected failure; run with --debug for details)") from exc

@@ -1,0 +1,49 @@
+"""The corpus of hostile inputs (issue 16; ``benchmarks/hostile_corpus.py`` makes and checks it):
+each gives a correct output of everything decodable (ffprobe: frame count and size) or a
+one-line ``error: ...`` in words, and leaves nothing half-written in the output folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def _load(name: str):
+    """Import ``benchmarks/NAME.py``, registered in ``sys.modules`` (its dataclasses need it)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+corpus = _load("hostile_corpus")
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory) -> dict:
+    return {case.name: case for case in corpus.build_corpus(tmp_path_factory.mktemp("hostile"))}
+
+
+@pytest.mark.parametrize("name", corpus.NAMES)
+def test_hostile_input(name, cases, tiny_weights, tmp_path):
+    outcome = corpus.run_case(cases[name], tmp_path / "out", weights=str(tiny_weights))
+    assert outcome.passed, outcome.row()
+    if outcome.status == 2:
+        assert outcome.message.startswith("error: ") and "\n" not in outcome.message
+    else:
+        assert outcome.frames_out == outcome.frames_in > 0
+
+
+def test_the_checks_catch_a_broken_contract(cases, tiny_weights, tmp_path):
+    """The checker itself: a case expected to give an output that is refused fails it, and so
+    does a half-written file left in the output folder."""
+    refused = corpus.Case("missing, but expected to work", "x", cases["a missing file"].path, "output")
+    outcome = corpus.run_case(refused, tmp_path / "a", weights=str(tiny_weights))
+    assert not outcome.passed and any("exit status 2" in p for p in outcome.problems)
+    assert corpus.CLASS_NAME.search("error: encode stage failed: InvalidDataError: ...")
+    assert not corpus.CLASS_NAME.search("error: cannot open x.mp4: Invalid data found when processing input")
