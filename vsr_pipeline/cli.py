@@ -77,12 +77,16 @@ examples:
   vsr batch 'archive/**/*.mkv' upscaled/ --workers 2 --threads 1
   vsr batch archive/ upscaled/ --ray-address local  a local Ray cluster, one task per file
   vsr batch /nfs/archive /nfs/upscaled --ray-address auto   join a Ray cluster (shared storage)
+  vsr batch films/ out/ --ray-address auto --chunk-seconds 120   long files in 2-minute chunks
 
 Outputs mirror the input tree under OUTPUT_DIR with the same names; nothing is written outside
 it (an output that would be, through a link, is refused). Every 'vsr upscale' option applies to
 every file. A journal in OUTPUT_DIR (.vsr-batch-journal.jsonl) records each finished file: run
 the same command again after a crash or kill and only unfinished files are redone; finished
-outputs are not touched. A file that fails is reported and the batch goes on. --metrics-port
+outputs are not touched. A file that fails is reported and the batch goes on. --chunk-seconds S
+splits files longer than S seconds at keyframes so that several workers share one; each chunk
+decodes its neighbours' frames for the temporal window, and the joined output has the input's
+frames, timestamps, audio and subtitles (finished chunks are journalled too). --metrics-port
 serves the batch's Prometheus metrics (vsr_batch_*).
 
 exit status: 0 all done; 2 a file failed (named in the summary) or an error; 3 all done, some
@@ -175,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("output_dir", metavar="OUTPUT_DIR", help="output folder: the input tree mirrored, same file names")
     ba.add_argument("--workers", type=int, default=None, metavar="N", help="files upscaled at once (default: 1 here; with --ray-address, the cluster's GPUs, else its CPUs)")
     ba.add_argument("--ray-address", default=None, metavar="ADDR", help="run on Ray: 'local' starts a local cluster, 'auto' or HOST:PORT joins one (default: no Ray, in this process); needs pip install 'vsr_pipeline[cluster]'")
+    ba.add_argument("--chunk-seconds", type=float, default=None, metavar="S", help="split files longer than S seconds into chunks at keyframes, upscaled by several workers and joined (same frames, timestamps and audio as a whole-file run)")
     _add_upscale_options(ba)
 
     demo = sub.add_parser("demo", help="upscale the bundled sample clip and write a side-by-side PNG")
@@ -397,7 +402,7 @@ def cmd_batch(args) -> int:
     try:
         summary = run_batch(
             template, args.input, args.output_dir, workers=args.workers, ray_address=args.ray_address, log=_log, progress=_progress(args),
-            metrics_port=args.metrics_port, metrics_host=args.metrics_host, metrics_linger=args.metrics_linger,
+            metrics_port=args.metrics_port, metrics_host=args.metrics_host, metrics_linger=args.metrics_linger, chunk_seconds=args.chunk_seconds,
         )
     except BatchInterrupted as exc:
         print("\n".join(exc.summary.lines()), flush=True)
