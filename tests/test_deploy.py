@@ -45,10 +45,12 @@ DASHBOARD = GRAFANA / "dashboards" / "vsr.json"
 METRICS_PORT = 9108
 
 def registered_metrics() -> dict[str, str]:
-    """name -> type of every metric family a file job and a live job register, read from live
+    """name -> type of every metric family a file job, a live job and a batch register, read from live
     registries (not from the source): counters under their exposed ``_total`` name."""
     out: dict[str, str] = {}
-    for metrics in (PipelineMetrics(), LiveMetrics()):
+    from vsr_pipeline.run.batch_metrics import BatchMetrics
+
+    for metrics in (PipelineMetrics(), LiveMetrics(), BatchMetrics()):
         for family in metrics.registry.collect():
             name = family.name + "_total" if family.type == "counter" else family.name
             out[name] = family.type
@@ -818,9 +820,9 @@ def _pod_specs() -> dict[str, dict]:
 
 
 K8S_FILES = sorted(p.name for p in K8S.glob("*.yaml"))
-#: Kinds that kubernetes-validate has no schema for (prometheus-operator CRDs): their rule groups
-#: are checked by promtool (identical to alerts.yml) and their fields by the tests below.
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+#: Kinds that kubernetes-validate has no schema for (prometheus-operator and KubeRay CRDs): their
+#: rule groups are checked by promtool (identical to alerts.yml) and their fields by the tests below.
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "RayJob"}
 K8S_VERSION = "1.30.0"
 
 
@@ -926,3 +928,31 @@ def test_k8s_service_and_servicemonitor():
     assert sm["spec"]["endpoints"][0]["interval"] == "5s"
     assert set(sm["spec"]["endpoints"][0]) <= {"port", "path", "interval", "scrapeTimeout"}
     assert sm["spec"]["podTargetLabels"] == ["channel"]
+
+
+def test_k8s_rayjob_runs_vsr_batch_on_the_shared_volume():
+    """The KubeRay RayJob: its entrypoint is a `vsr batch` command line our own parser accepts,
+    joining the job's Ray cluster; head and workers run our image, mount the same media claim,
+    and every pod template is a valid Kubernetes pod spec (checked strictly, wrapped in a Pod)."""
+    import shlex
+
+    from vsr_pipeline.cli import build_parser
+
+    (job,) = _k8s_docs("rayjob.yaml")
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[0] == "vsr"
+    args = build_parser().parse_args(argv[1:])
+    assert (args.command, args.ray_address) == ("batch", "auto")
+    cluster = job["spec"]["rayClusterSpec"]
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    for template in templates:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check", **template["metadata"]}, "spec": template["spec"]}
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+        (container,) = template["spec"]["containers"]
+        assert container["image"].startswith("vsr-pipeline:")
+        assert {"name": "media", "mountPath": "/media"} in container["volumeMounts"]
+        claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in template["spec"]["volumes"]}
+        assert claims["media"] == "vsr-media"
+    for dockerfile in ("Dockerfile", "Dockerfile.cuda"):
+        assert 'pip install ".[cluster]"' in (DEPLOY / dockerfile).read_text(), dockerfile  # Ray in the image

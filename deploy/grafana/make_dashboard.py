@@ -6,7 +6,7 @@
 The dashboard is written from this file so that its ~40 queries stay consistent (one selector,
 one layout grid); tests/test_deploy.py checks the JSON is up to date, that every metric the
 program registers is on it (or in :data:`LEFT_OFF`), and that every query parses and names a
-metric that exists. Rows: overview (file jobs and channels alike), live channel, faces, throughput
+metric that exists. Rows: overview (file jobs and channels alike), live channel, faces, batch, throughput
 and latency, queues and errors. Variables: data source, channel (the `channel` target label), and
 instance.
 """
@@ -219,6 +219,19 @@ def panels() -> list[dict]:
     L.add(timeseries("Face engine time per frame", "Time the face engine spent on one frame, p50 and p99 over 1 minute (vsr_face_latency_seconds).",
                      [target("A", f"histogram_quantile(0.5, sum by (le, instance) (rate(vsr_face_latency_seconds_bucket{sel()}[1m])))", "{{instance}} p50"),
                       target("B", f"histogram_quantile(0.99, sum by (le, instance) (rate(vsr_face_latency_seconds_bucket{sel()}[1m])))", "{{instance}} p99")], unit="s"), 16, 8, 8)
+    L.advance(8)
+
+    # -- batch ---------------------------------------------------------------------------------
+    L.row("Batch (vsr batch)")
+    L.add(timeseries("Batch files", "Files of the batch (vsr_batch_input_files) and files finished so far by status (vsr_batch_files_total: done, failed, skipped because an earlier run finished them).",
+                     [target("A", f"sum(vsr_batch_input_files{sel()})", "files in the batch"),
+                      target("B", f"sum by (status) (vsr_batch_files_total{sel()})", "{{status}}")], overrides=dashed("files in the batch")), 0, 8, 8)
+    L.add(timeseries("Batch frames", "Frames per second written across all workers (vsr_batch_throughput_fps), and the share of the batch's frames done (vsr_batch_frames_total / vsr_batch_input_frames).",
+                     [target("A", f"sum(vsr_batch_throughput_fps{sel()})", "frames/s"),
+                      target("B", f"sum(vsr_batch_frames_total{sel()}) / sum(vsr_batch_input_frames{sel()})", "share done")]), 8, 8, 8)
+    L.add(timeseries("Batch workers", "Files or chunks being upscaled now (vsr_batch_chunks_in_flight) against the bound of the parallelism (vsr_batch_workers, --workers).",
+                     [target("A", f"sum(vsr_batch_chunks_in_flight{sel()})", "in flight"), target("B", f"sum(vsr_batch_workers{sel()})", "workers")],
+                     overrides=dashed("workers")), 16, 8, 8)
     L.advance(8)
 
     # -- throughput and latency --------------------------------------------------------------
