@@ -956,3 +956,20 @@ def test_k8s_rayjob_runs_vsr_batch_on_the_shared_volume():
         assert claims["media"] == "vsr-media"
     for dockerfile in ("Dockerfile", "Dockerfile.cuda"):
         assert 'pip install ".[cluster]"' in (DEPLOY / dockerfile).read_text(), dockerfile  # Ray in the image
+
+
+def test_compose_batch_profile_runs_vsr_batch_where_prometheus_scrapes():
+    """`docker compose --profile batch up batch ...`: a `vsr batch` command line our parser
+    accepts, metrics on the port Prometheus scrapes, reachable under the scraped name `vsr`."""
+    from vsr_pipeline.cli import build_parser
+
+    compose = load_yaml(DEPLOY / "compose.yaml")
+    svc = compose["services"]["batch"]
+    assert svc["profiles"] == ["batch"] and svc["image"] == compose["services"]["vsr"]["image"]
+    args = build_parser().parse_args([str(c) for c in svc["command"]])
+    assert (args.command, args.metrics_port, args.metrics_host) == ("batch", METRICS_PORT, "0.0.0.0")
+    assert args.metrics_linger >= 10
+    assert "vsr" in svc["networks"]["default"]["aliases"]
+    targets = load_yaml(PROM / "prometheus.yml")["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert f"vsr:{METRICS_PORT}" in targets
+    assert ("./media", "/media") in _bind_mounts(svc)
