@@ -772,7 +772,7 @@ def test_dockerfile_cpu():
     args = dict(r.split("=", 1) for op, r in ins if op == "ARG" and "=" in r)
     assert args.get("TORCH_VERSION") == "2.13.0"
     assert "download.pytorch.org/whl/cpu" in args.get("TORCH_INDEX_URL", "") + runs
-    assert re.search(r"pip install (\.|\"\.\")( |$|&)", runs)
+    assert re.search(r"pip install (\.|\"\.\"|\"\.\[cluster\]\")( |$|&)", runs)  # the package (with Ray for vsr batch)
     _common_dockerfile_checks(ins)
 
 
@@ -781,7 +781,7 @@ def test_dockerfile_cuda():
     assert re.fullmatch(r"nvidia/cuda:12\.[\d.]+-(cudnn-)?runtime-ubuntu[\d.]+", ins[0][1] if ins[0][0] == "FROM" else "")
     runs = " ".join(r for op, r in ins if op == "RUN")
     assert "download.pytorch.org/whl/${TORCH_CUDA}" in runs
-    assert re.search(r"pip install \.(\s|$)", runs)  # the project itself (no extras exist)
+    assert re.search(r"pip install \"\.\[cluster\]\"(\s|$)", runs)  # the project itself, with Ray for vsr batch
     _common_dockerfile_checks(ins)
 
 
