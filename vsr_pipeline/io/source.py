@@ -253,6 +253,12 @@ class AvSource:
         rate = self.info.rate or Fraction(25)
         return round(index / rate / self.info.time_base)
 
+    def seek(self, pts: int) -> None:
+        """Demux from the keyframe at or before ``pts`` (video ``time_base`` units) on; call
+        before iterating. The index's frame count no longer applies (no ``missing`` damage)."""
+        self._container.seek(pts, stream=self._video, backward=True)
+        self._indexed_frames = 0
+
     def close(self) -> None:
         self._container.close()
 

@@ -178,10 +178,9 @@ def run_chunk(options: RunOptions, chunk: Chunk, target: Path, *, log: Callable[
     started = time.perf_counter()
     try:
         if chunk.seek is not None:
-            if not hasattr(source, "_container"):
+            if not hasattr(source, "seek"):
                 raise InputError(f"{options.input}: cannot seek in this input; run without --chunk-seconds")
-            source._container.seek(chunk.seek, stream=source._video, backward=True)  # AvSource: demuxes on from here
-            source._indexed_frames = 0  # after a seek, fewer packets than the index lists is no damage
+            source.seek(chunk.seek)
         window_source = _Window(source, chunk)
         pictures, head, rest = _peek(window_source, 1)
         first = pictures[0]
