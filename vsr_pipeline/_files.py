@@ -19,6 +19,21 @@ from typing import Iterator
 PARTIAL_MARK = ".vsr-partial"
 
 
+def ensure_folder(folder: Path) -> None:
+    """Make ``folder`` (and its parents) if missing; raise :class:`~.errors.OutputError` in words
+    when it is not a folder, cannot be made, or is not writable."""
+    from .errors import OutputError, describe
+
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {folder}: {describe(exc)}") from None
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"output folder is not writable: {folder}")
+
+
 def file_sha256(path: Path) -> str:
     """Hex SHA-256 of a file's content, read in 1 MiB blocks."""
     digest = hashlib.sha256()

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .._files import discard, is_partial, partial_path
-from ..errors import ConfigError, InputError, OutputError, VsrError, describe
+from .._files import discard, ensure_folder, is_partial, partial_path
+from ..errors import ConfigError, InputError, OutputError, VsrError
 from ..metrics import PipelineMetrics
 from .batch_metrics import BatchMetrics
 from .journal import JOURNAL_NAME, Journal, Stamp
@@ -492,14 +492,7 @@ def run_batch(
     base, sources = find_inputs(input_, root)
     if not sources:
         raise InputError(f"{input_}: no videos found (extensions searched: {', '.join(sorted(VIDEO_EXTENSIONS))})")
-    if root.exists() and not root.is_dir():
-        raise OutputError(f"{root}: not a folder")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder {root}: {describe(exc)}") from None
-    if not os.access(root, os.W_OK):
-        raise OutputError(f"output folder is not writable: {root}")
+    ensure_folder(root)
     for name in (JOURNAL_NAME, LOCK_NAME):
         if os.path.islink(root / name):
             raise OutputError(f"{root / name} is a link: the batch's journal must be a file inside the output folder")

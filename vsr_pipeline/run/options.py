@@ -8,12 +8,12 @@ files, :class:`LiveOptions` for live streams) and are ignored on the other.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..errors import ConfigError, OutputError
+from .._files import ensure_folder
+from ..errors import ConfigError
 from ..io.sink import EncoderSettings, check_encoder
 from ..io.urls import Endpoint, parse_endpoint
 
@@ -140,21 +140,7 @@ class RunOptions:
         if source.live:
             self.live.check()
             if target.protocol in ("file", "hls"):  # fail now, not when the first frame arrives
-                _check_folder(Path(self.output).parent)
+                ensure_folder(Path(self.output).parent)  # a fresh volume in a container has none
         elif target.live:
             raise ConfigError(f"{self.output}: a live output needs a live input (send a file live with: ffmpeg -re -i FILE -c copy -f mpegts udp://...)")
         return source, target
-
-
-def _check_folder(folder: Path) -> None:
-    """The folder of a live output file or HLS playlist: created if missing (a fresh volume in a
-    container has none), and writable."""
-    if not folder.is_dir():
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            from ..errors import describe
-
-            raise OutputError(f"cannot create the output folder {folder}: {describe(exc)}") from None
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"output folder is not writable: {folder}")
