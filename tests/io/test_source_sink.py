@@ -321,7 +321,7 @@ def test_h264_quantiser_is_reported(quantised_clips):
     qps: dict[str, list] = {}
     for name, path in quantised_clips.items():
         for _ in range(50 if name.startswith("qp") else 1):
-            source = open_source(str(path), quantisers=True)  # as run_upscale opens it for auto
+            source = open_source(str(path), quantisers=True)  # as run_file opens it for auto
             try:
                 qps.setdefault(name, []).extend(p.qp for p in source if isinstance(p, Picture))
             finally:
