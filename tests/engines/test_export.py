@@ -179,18 +179,19 @@ def test_onnxruntime_backend_matches_torch_backend_on_real_clip(tiny_weights, cl
             assert diff.max() <= 1, plane
 
 
-@pytest.mark.parametrize("estimator,refine", (("corr", 8), ("conv", 0)))
-def test_export_of_each_flow_estimator_matches_pytorch(tmp_path, estimator, refine):
+@pytest.mark.parametrize("estimator,refine,fusion", (("corr", 8, "mean"), ("conv", 0, "mean"), ("corr", 8, "anchored")))
+def test_export_of_each_flow_estimator_matches_pytorch(tmp_path, estimator, refine, fusion):
     """The cost-volume estimator with the full-resolution refiner, and the first design, both
-    export with TensorRT-importable operators and match PyTorch in ONNX Runtime (window 3)."""
+    export with TensorRT-importable operators and match PyTorch in ONNX Runtime (window 3);
+    so does the anchored fusion."""
     from dataclasses import replace
 
     from conftest import TINY
 
     torch.manual_seed(5)
-    net = VSRNet(replace(TINY, flow_estimator=estimator, refine_channels=refine))
-    with torch.no_grad():  # make the zero-initialised output and flow layers matter
-        layers = [net.tail, net.flow_head[-1]] + ([net.refiner.decoder[-1]] if net.refiner is not None else [])
+    net = VSRNet(replace(TINY, flow_estimator=estimator, refine_channels=refine, fusion=fusion))
+    with torch.no_grad():  # make the zero-initialised output, flow and confidence layers matter
+        layers = [net.tail, net.flow_head[-1], net.mask_head[-1]] + ([net.refiner.decoder[-1]] if net.refiner is not None else [])
         for layer in layers:
             layer.weight.normal_(0, 0.05)
     path = tmp_path / "w.safetensors"

@@ -76,6 +76,45 @@ def test_neighbours_change_the_output_and_replicas_do_not_matter_much():
     assert (with_neighbours - single).abs().max() > (replicated - single).abs().max()
 
 
+def test_anchored_fusion_falls_back_to_the_centre_frame_where_no_frame_is_trusted():
+    """Anchored fusion: confidence 0 everywhere gives the centre features exactly, whatever the
+    window; confidence 1 gives the plain mean of centre and aligned frames; a fresh confidence
+    head starts at 0.5 and is not saturated."""
+    from dataclasses import replace
+
+    net = VSRNet(replace(TINY, fusion="anchored"))
+    centre = torch.rand(2, 4, 6, 8)
+    warped = torch.rand(2, 5, 4, 6, 8)
+    nobody = torch.zeros(2, 5, 1, 6, 8)
+    assert torch.equal(net.fuse_window(centre, warped, nobody), centre)
+    everybody = torch.ones(2, 5, 1, 6, 8)
+    assert torch.allclose(net.fuse_window(centre, warped, everybody), (centre + warped.sum(dim=1)) / 6, atol=1e-6)
+    features = torch.rand(1, 2 * TINY.channels, 6, 8)
+    assert torch.allclose(torch.sigmoid(net.mask_head(features)), torch.full((1, 1, 6, 8), 0.5))
+    # The first design divides by the confidence alone.
+    mean_net = VSRNet(TINY)
+    assert torch.allclose(mean_net.fuse_window(centre, warped, everybody), warped.mean(dim=1), atol=1e-3)
+    with pytest.raises(ValueError, match="fusion"):
+        VSRNetConfig(fusion="attention")
+
+
+def test_transplant_keeps_fresh_what_it_is_told_to():
+    from dataclasses import replace
+
+    from vsr_pipeline.train.flow_pretrain import transplant
+
+    source = _random_net()
+    with torch.no_grad():
+        source.mask_head[-1].bias.fill_(-6.0)
+    grown = VSRNet(replace(TINY, fusion="anchored"))
+    copied = transplant(grown, source, ("mask_head.2",))
+    assert "mask_head.0.weight" in copied and "mask_head.2.bias" not in copied
+    assert torch.equal(grown.mask_head[0].weight, source.mask_head[0].weight)
+    assert float(grown.mask_head[-1].bias.abs().max()) == 0.0
+    transplant(grown, source)
+    assert float(grown.mask_head[-1].bias.max()) == -6.0
+
+
 def test_scale_other_than_two_is_refused():
     with pytest.raises(ValueError):
         VSRNet(VSRNetConfig(scale=4))

@@ -76,7 +76,7 @@ def test_train_loss_falls_checkpoint_resumes_and_weights_load(data_dir, tmp_path
     assert (run / "checkpoint.pt").is_file() and (run / "out.safetensors").is_file()
     ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 100
-    assert set(first) == {"val_psnr", "val_psnr_bicubic", "val_gain_db"}
+    assert set(first) == {"val_psnr", "val_psnr_bicubic", "val_gain_db", "val_time_db"}
     assert not any("resumed" in m for m in messages)
 
     messages.clear()

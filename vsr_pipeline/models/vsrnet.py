@@ -8,8 +8,9 @@ The network is split in two so that a sliding window never recomputes per-frame 
   estimates the optical flow from the centre frame to that frame (from the cached flow features:
   a local cost volume, its soft-argmax and a small conv decoder; see :class:`CorrFlowHead`),
   warps that frame's features onto the centre with a float32 sampling grid, weighs each warped
-  frame by a learned per-pixel confidence, and fuses the confidence-weighted mean with the
-  centre features. Reconstruction ends in a pixel shuffle x2 plus a residual over the bicubic
+  frame by a learned per-pixel confidence, and fuses the result with the centre features
+  (:meth:`VSRNet.fuse_window`: the centre frame anchors the mean, so a frame of low confidence
+  falls back to the centre). Reconstruction ends in a pixel shuffle x2 plus a residual over the bicubic
   upsampled centre frame.
 
 The window includes the centre frame itself, so any odd window length works with the same weights
@@ -60,6 +61,13 @@ class VSRNetConfig:
         cond_channels: channels of the coding condition appended to each frame's RGB
             (:func:`coding_condition`: 2, the quantiser map and whether it is known), 0 for a
             network that is not told how its input was coded.
+        fusion: how the aligned frames are combined (:meth:`VSRNet.fuse_window`).
+            ``"anchored"``: the centre frame's own features with weight 1 plus every aligned
+            frame with its confidence in (0, 1), so a frame the network does not trust falls
+            back to the centre frame, whatever the window length. ``"mean"``: the first design,
+            a confidence-weighted mean of the aligned frames alone; in every network trained
+            with it the confidence saturated near 0 for all frames (about 0.0015), so time
+            bought nothing. Kept to load those weights.
     """
 
     channels: int = 32
@@ -74,10 +82,13 @@ class VSRNetConfig:
     flow_hidden: int = 32
     refine_channels: int = 0
     cond_channels: int = 0
+    fusion: str = "mean"
 
     def __post_init__(self) -> None:
         if self.flow_estimator not in ("corr", "conv"):
             raise ValueError(f"flow_estimator must be 'corr' or 'conv', got {self.flow_estimator!r}")
+        if self.fusion not in ("anchored", "mean"):
+            raise ValueError(f"fusion must be 'anchored' or 'mean', got {self.fusion!r}")
 
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
@@ -324,6 +335,10 @@ class VSRNet(nn.Module):
         for last in (self.tail, self.flow_head[-1]):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+        if config.fusion == "anchored":
+            # Every confidence starts at 0.5 and its head is not saturated: it can learn.
+            nn.init.zeros_(self.mask_head[-1].weight)
+            nn.init.zeros_(self.mask_head[-1].bias)
 
     def encode(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-frame work, done once per frame.
@@ -410,14 +425,30 @@ class VSRNet(nn.Module):
         centre = feat_centre.unsqueeze(1).expand(n, t, c, height, width).reshape(n * t, c, height, width)
         warped, _ = self.align(centre, feats.reshape(n * t, c, height, width), self.estimate_flow(flow_feat_centre, flow_feats).flatten(0, 1))
         confidence = torch.sigmoid(self.mask_head(torch.cat([centre, warped], dim=1)))
-        weighted = (warped * confidence).reshape(n, t, c, height, width).sum(dim=1)
-        total = confidence.reshape(n, t, 1, height, width).sum(dim=1)
-        aligned = weighted / (total + 1e-3)
+        aligned = self.fuse_window(feat_centre, warped.reshape(n, t, c, height, width), confidence.reshape(n, t, 1, height, width))
         x = F.leaky_relu(self.fuse(torch.cat([feat_centre, aligned], dim=1)), 0.1)
         x = self.body(x) + feat_centre
         residual = F.pixel_shuffle(self.tail(x), self.config.scale)
         base = F.interpolate(rgb_centre, scale_factor=float(self.config.scale), mode="bicubic", align_corners=False)
         return base + residual
+
+    def fuse_window(self, feat_centre: torch.Tensor, warped: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        """Combine the aligned frames of a window into one feature map (see ``VSRNetConfig.fusion``).
+
+        Args:
+            feat_centre: ``(N, C, H, W)`` the centre frame's features.
+            warped: ``(N, T, C, H, W)`` every window frame's features aligned to the centre.
+            confidence: ``(N, T, 1, H, W)`` per-pixel confidence of each aligned frame, in (0, 1).
+
+        Returns:
+            ``(N, C, H, W)``: ``"anchored"``: ``(centre + sum(conf * warped)) / (1 + sum(conf))``;
+            ``"mean"``: ``sum(conf * warped) / (sum(conf) + 1e-3)``.
+        """
+        weighted = (warped * confidence).sum(dim=1)
+        total = confidence.sum(dim=1)
+        if self.config.fusion == "anchored":
+            return (feat_centre + weighted) / (1.0 + total)
+        return weighted / (total + 1e-3)
 
     def forward(self, frames: torch.Tensor, *, return_flow: bool = False):
         """Upscale the centre frame of each window (training and reference use).

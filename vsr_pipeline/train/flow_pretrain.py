@@ -39,8 +39,10 @@ def sample_sources(clips: ClipArrays, n: int, gen: torch.Generator) -> torch.Ten
     return clips.batch(idx, starts, 1, augment=gen).lr_rgb[:, 0]
 
 
-def transplant(net: VSRNet, source: VSRNet) -> list[str]:
+def transplant(net: VSRNet, source: VSRNet, keep_fresh: tuple[str, ...] = ()) -> list[str]:
     """Copy every tensor of ``source`` whose name and shape ``net`` shares; return the names copied.
+
+    Tensors whose name starts with one of ``keep_fresh`` keep ``net``'s own initialisation.
 
     Residual blocks of ``net.body`` beyond ``source``'s start as the identity (second conv zero).
     A ``head`` that takes more input channels (a coding condition added, ``cond_channels``)
@@ -49,7 +51,7 @@ def transplant(net: VSRNet, source: VSRNet) -> list[str]:
     """
     own = net.state_dict()
     theirs = source.state_dict()
-    copied = [k for k, v in theirs.items() if k in own and own[k].shape == v.shape]
+    copied = [k for k, v in theirs.items() if k in own and own[k].shape == v.shape and not k.startswith(keep_fresh)]
     net.load_state_dict({**own, **{k: theirs[k] for k in copied}})
     with torch.no_grad():
         old, new = theirs["head.weight"], net.head.weight

@@ -52,6 +52,8 @@ class TrainConfig:
             to grow it: tensors of the same name and shape are carried over and new residual
             blocks start as the identity (:func:`.flow_pretrain.transplant`), so step 0
             computes exactly what ``init`` computes.
+        init_fresh: name prefixes of ``init``'s tensors not to carry over (they keep the new
+            network's initialisation), e.g. ``["mask_head.2"]`` to revive a confidence head.
         flow_loss_weight: weight of the photometric flow loss (:func:`flow_loss`), 0 to leave it
             out. Trained through the SR loss alone the flow head of the shipped model learned no
             motion; this loss alone did not fix that in a short fine-tune either (RESULTS.md).
@@ -84,6 +86,7 @@ class TrainConfig:
     device: str = "cpu"
     init: Path | None = None
     init_changes: dict[str, int | str] = field(default_factory=dict)
+    init_fresh: tuple[str, ...] = ()
     flow_loss_weight: float = 0.0
     synthetic_flow_weight: float = 0.0
     flow_lr_scale: float = 1.0
@@ -106,7 +109,7 @@ class TrainConfig:
         for key in ("data", "run", "output", "init", "extra_data"):
             if key in raw:
                 raw[key] = Path(raw[key])
-        for key in ("windows", "window_weights"):
+        for key in ("windows", "window_weights", "init_fresh"):
             if key in raw:
                 raw[key] = tuple(raw[key])
         return TrainConfig(model=model, **raw)
@@ -269,7 +272,7 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
             from .flow_pretrain import transplant
 
             source, net = net, VSRNet(replace(net.config, **cfg.init_changes))
-            transplant(net, source)
+            transplant(net, source, cfg.init_fresh)
         net.train()
         log(f"starting from {cfg.init}" + (f" with {cfg.init_changes}" if cfg.init_changes else ""))
     else:
@@ -329,9 +332,11 @@ def train(cfg: TrainConfig, *, log=print) -> dict[str, float]:
                 f.write(json.dumps({"step": step, "loss": running, "lr": _lr_at(step, cfg), "elapsed_s": time.time() - started}) + "\n")
         if step % cfg.val_every == 0 or step == cfg.steps:
             last = validate(net, val_set, net.config.window)
+            if net.config.window > 1:  # what time buys: the same network on the centre frame alone
+                last["val_time_db"] = last["val_psnr"] - validate(net, val_set, 1)["val_psnr"]
             with open(log_path, "a") as f:
                 f.write(json.dumps({"step": step, **last}) + "\n")
-            log(f"step {step}/{cfg.steps} loss {running:.5f} val Y-PSNR {last['val_psnr']:.2f} dB (bicubic {last['val_psnr_bicubic']:.2f}, gain {last['val_gain_db']:+.2f})")
+            log(f"step {step}/{cfg.steps} loss {running:.5f} val Y-PSNR {last['val_psnr']:.2f} dB (bicubic {last['val_psnr_bicubic']:.2f}, gain {last['val_gain_db']:+.2f}, time {last.get('val_time_db', 0.0):+.3f})")
             save_weights(net, cfg.run / f"step{step:06d}.safetensors", extra={"trained_steps": str(step), "val": json.dumps(last)})  # to choose on validation later
             with writing(ckpt_path) as tmp:
                 torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step}, tmp)
