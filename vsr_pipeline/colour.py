@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -149,3 +150,24 @@ def quantise(plane: torch.Tensor, spec: ColourSpec) -> torch.Tensor:
     """Round float code values to integers in the legal sample range (the one quantisation)."""
     dtype = torch.uint8 if spec.bit_depth == 8 else torch.int32
     return plane.round().clamp_(0, spec.max_code).to(dtype)
+
+
+def quantised_planes(rgb: torch.Tensor, spec: ColourSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float RGB on any device -> the output's quantised planes on the host.
+
+    The conversion to Y'CbCr, the chroma filtering and the single rounding (:func:`quantise`)
+    all run on ``rgb``'s device; only the integer planes are copied back (8-bit as bytes, up to
+    15 bits as 16-bit integers), never the float picture.
+
+    Args:
+        rgb: ``(1, 3, H, W)`` float RGB, nominally [0, 1], on the CPU or a GPU.
+        spec: the colour description of the output planes.
+
+    Returns:
+        ``(y, u, v)``: ``(H, W)`` and two ``spec.chroma_size(H, W)`` arrays of code values,
+        uint8 for 8-bit ``spec``, uint16 otherwise.
+    """
+    wire = torch.uint8 if spec.bit_depth == 8 else (torch.int16 if spec.bit_depth < 16 else torch.int32)
+    host = np.uint8 if spec.bit_depth == 8 else np.uint16
+    planes = rgb_to_planes(rgb.float(), spec)
+    return tuple(quantise(p, spec)[0, 0].to(wire).cpu().numpy().astype(host, copy=False) for p in planes)  # type: ignore[return-value]

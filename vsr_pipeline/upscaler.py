@@ -3,6 +3,14 @@
 Colour conversion uses the stream's own matrix and range in float (:mod:`.colour`) and the only
 quantisation happens after the network, once. Each frame is converted and encoded once when it
 enters the window; windows reuse those results.
+
+One code path for every device: a decoded frame's integer planes are uploaded once to the device
+the backend takes its tensors on (:attr:`~.engines.base.Backend.tensor_device`; pinned buffers
+and asynchronous copies on a GPU, :mod:`._upload`); the conversion to RGB, the network, the
+conversion back to Y'CbCr and the quantisation all run there, and only the quantised output
+planes come back to the host (:func:`~.colour.quantised_planes`). On the CPU the same functions
+run with ``device="cpu"`` and give the same pictures as converting on the host did, bit for bit
+(``tests/engines/test_device_path.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .colour import ColourSpec, planes_to_rgb, quantise, rgb_to_planes
+from ._upload import PlaneUploader
+from .colour import ColourSpec, planes_to_rgb, quantised_planes
 from .engines.base import Backend
-from .io.frames import Picture, planes_tensor, qp_pixels
+from .io.frames import Picture, planes_tensor, qp_pixels  # noqa: F401 (planes_tensor: imported from here by callers)
 from .models.vsrnet import SIZE_MULTIPLE, coding_condition
 from .window import SlidingWindow
 
@@ -29,7 +38,7 @@ class _Entry:
     """A frame inside the window, with the work done on it once."""
 
     picture: Picture
-    rgb: torch.Tensor  # (1, 3, Hp, Wp), padded to SIZE_MULTIPLE
+    rgb: torch.Tensor  # (1, 3, Hp, Wp), padded to SIZE_MULTIPLE, on the backend's tensor device
     feat: torch.Tensor
     flow_feat: torch.Tensor
 
@@ -70,6 +79,7 @@ class VideoUpscaler:
         self.window = SlidingWindow[_Entry](window)
         self.output_spec = output_spec
         self.faces = faces
+        self.upload = PlaneUploader(backend.tensor_device)
         self._cuts: set[int] = set()  # ids of pictures that start a shot (the face tracks end there)
 
     @property
@@ -93,9 +103,9 @@ class VideoUpscaler:
         return [entry.picture for entry in self.window.reset()]
 
     def _enter(self, picture: Picture) -> _Entry:
-        rgb = planes_to_rgb(planes_tensor(picture.y), planes_tensor(picture.u), planes_tensor(picture.v), picture.spec)
+        rgb = planes_to_rgb(self.upload(picture.y), self.upload(picture.u), self.upload(picture.v), picture.spec)
         if self.backend.cond_channels:
-            rgb = torch.cat([rgb, picture_condition(picture)], dim=1)
+            rgb = torch.cat([rgb, picture_condition(picture).to(rgb.device)], dim=1)
         rgb = pad_to_multiple(rgb)
         feat, flow_feat = self.backend.encode(rgb)
         return _Entry(picture, rgb[:, :3], feat, flow_feat)
@@ -119,9 +129,8 @@ class VideoUpscaler:
         return self.faces.apply(centre.rgb[..., :height, :width].float().cpu(), hr)
 
     def finish(self, picture: Picture, rgb_hr: torch.Tensor) -> Picture:
-        """Crop the padding, convert to the output planes and quantise once."""
+        """Crop the padding, convert to the output planes and quantise once, on ``rgb_hr``'s
+        device (``(1, 3, 2Hp, 2Wp)`` float RGB); only the quantised planes come back."""
         height, width = picture.height * self.scale, picture.width * self.scale
-        rgb_hr = rgb_hr[..., :height, :width].float().cpu()
-        y, u, v = (quantise(p, self.output_spec)[0, 0].numpy() for p in rgb_to_planes(rgb_hr, self.output_spec))
-        dtype = np.uint8 if self.output_spec.bit_depth == 8 else np.uint16
-        return replace(picture, y=y.astype(dtype), u=u.astype(dtype), v=v.astype(dtype), spec=self.output_spec, qp_map=None)
+        y, u, v = quantised_planes(rgb_hr[..., :height, :width], self.output_spec)
+        return replace(picture, y=y, u=u, v=v, spec=self.output_spec, qp_map=None)

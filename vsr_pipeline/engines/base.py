@@ -39,6 +39,13 @@ class Backend(ABC):
         return self.config.window
 
     @property
+    def tensor_device(self) -> str:
+        """Where the backend takes its input tensors without a copy, so the upscale stage
+        converts colour there: its :attr:`device` by default (ONNX Runtime, fed from host
+        memory, says ``cpu``)."""
+        return self.device
+
+    @property
     def cond_channels(self) -> int:
         """Planes of coding condition the network takes after the RGB (0: none; see
         :func:`~vsr_pipeline.models.vsrnet.coding_condition`)."""

@@ -30,6 +30,10 @@ class MirrorEnsemble(Backend):
     def __init__(self, inner: Backend) -> None:
         self.inner, self.name, self.device, self.config = inner, inner.name, inner.device, inner.config
 
+    @property
+    def tensor_device(self) -> str:
+        return self.inner.tensor_device
+
     def encode(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, 3, H, W)`` -> ``((2N, C, H, W), (2N, Cf, H/4, W/4))``: the frames' features, then the mirrored frames'."""
         (f, g), (fm, gm) = self.inner.encode(rgb), self.inner.encode(rgb.flip(-1))

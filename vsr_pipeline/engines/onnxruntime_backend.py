@@ -20,11 +20,13 @@ class OnnxRuntimeBackend(Backend):
         weights: safetensors file (None for the shipped default); exported to ONNX on first use.
         device: ``cpu`` (CPUExecutionProvider) or ``cuda`` (CUDAExecutionProvider, if present).
         threads: intra-op threads, 0 for ONNX Runtime's default (all cores).
+        cache: folder of the ONNX exports (default: the engines cache, :func:`.export.cached_onnx`).
     """
 
     name = "onnxruntime"
+    tensor_device = "cpu"  # fed numpy arrays from host memory, whatever its execution provider
 
-    def __init__(self, weights: Path | None = None, *, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, weights: Path | None = None, *, device: str = "cpu", threads: int = 0, cache: Path | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -36,7 +38,7 @@ class OnnxRuntimeBackend(Backend):
             providers.insert(0, "CUDAExecutionProvider")
         self.device = device
         self.config = load_config(weights)
-        models = cached_onnx(weights)
+        models = cached_onnx(weights, cache=cache)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:

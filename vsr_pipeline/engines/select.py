@@ -63,6 +63,14 @@ def _create(backend: str, device: str, *, weights: Path | None, threads: int) ->
     if backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
+        if device == "cpu":
+            import torch
+
+            # The network runs on ONNX Runtime's own threads; PyTorch only converts colour around
+            # it. PyTorch's OpenMP threads spin for a while after each of its ops and took the
+            # cores ONNX Runtime needed: 3.2 frames/s at 128x72 on 2 cores with PyTorch's
+            # default pool, 6 with one thread (benchmarks/RESULTS.md, `vsr bench`).
+            torch.set_num_threads(1)
         return OnnxRuntimeBackend(weights, device=device, threads=threads)
     if backend == "torch":
         from .torch_backend import TorchBackend

@@ -155,6 +155,34 @@ class _Runner:
         return {name: r.clone() for name, r in results.items()}  # buffers are reused by the next call
 
 
+def engine_build(trt, onnx_path: Path, shapes: dict, precision: str) -> EngineBuild:
+    """What an engine built now, here, from ``onnx_path`` for ``shapes`` would depend on (the
+    GPU is PyTorch's current CUDA device)."""
+    major, minor = torch.cuda.get_device_capability()
+    return EngineBuild(file_sha256(onnx_path), shapes, precision, trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}")
+
+
+def engine_path(cache: Path, graph: str, build: EngineBuild) -> Path:
+    """The cache file of the engine of ``graph`` (``encode`` or ``reconstruct``) for ``build``."""
+    return cache / f"trt-{graph}-{engine_cache_key(build)}.engine"
+
+
+def ensure_engine(trt, onnx_path: Path, graph: str, shapes: dict, *, precision: str, cache: Path) -> tuple[Path, bool]:
+    """The engine file for these inputs, built (and written atomically) if the cache has none.
+
+    Returns:
+        ``(path, built)``: ``built`` is False when the engine came from the cache.
+    """
+    path = engine_path(cache, graph, engine_build(trt, onnx_path, shapes, precision))
+    if path.is_file():
+        return path, False
+    cache.mkdir(parents=True, exist_ok=True)
+    data = build_engine(onnx_path, shapes, precision=precision, timing_cache=cache / "trt-timing.cache")
+    with writing(path) as tmp:
+        tmp.write_bytes(data)
+    return path, True
+
+
 class TensorRTBackend(Backend):
     """Runs the network as TensorRT engines on a CUDA GPU (see module docstring).
 
@@ -162,11 +190,13 @@ class TensorRTBackend(Backend):
         weights: safetensors weights (None for the shipped default).
         device: must be ``cuda``.
         precision: ``fp16`` (default; fp32 islands kept) or ``fp32``.
+        cache: folder of the ONNX exports and engines (default ``engines/cache``, where
+            ``vsr engines build`` puts them).
     """
 
     name = "tensorrt"
 
-    def __init__(self, weights: Path | None = None, *, device: str = "cuda", precision: str = "fp16") -> None:
+    def __init__(self, weights: Path | None = None, *, device: str = "cuda", precision: str = "fp16", cache: Path | None = None) -> None:
         self._trt = _import_tensorrt()
         if device != "cuda" or not torch.cuda.is_available():
             raise BackendUnavailable("backend tensorrt needs a CUDA GPU")
@@ -174,23 +204,21 @@ class TensorRTBackend(Backend):
         self.precision = precision
         self.config = load_config(weights)
         self._channels, self._flow_channels = self.config.channels, self.config.flow_channels
-        self._onnx = cached_onnx(weights)
-        self._cache = engines_dir() / "cache"
+        self._cache = cache if cache is not None else engines_dir() / "cache"
+        self._onnx = cached_onnx(weights, cache=self._cache)
         self._runners: dict[tuple[str, int, int], _Runner] = {}
+
+    def engine(self, graph: str, height: int, width: int) -> tuple[Path, bool]:
+        """The engine file of ``graph`` for a padded ``height x width`` input, built if missing
+        (see :func:`ensure_engine`)."""
+        onnx_path = self._onnx.encode if graph == "encode" else self._onnx.reconstruct
+        shapes = profile_shapes(graph, height, width, self._channels, self._flow_channels, self.window, self.config.cond_channels)
+        return ensure_engine(self._trt, onnx_path, graph, shapes, precision=self.precision, cache=self._cache)
 
     def _runner(self, graph: str, height: int, width: int) -> _Runner:
         key = (graph, height, width)
         if key not in self._runners:
-            onnx_path = self._onnx.encode if graph == "encode" else self._onnx.reconstruct
-            shapes = profile_shapes(graph, height, width, self._channels, self._flow_channels, self.window, self.config.cond_channels)
-            major, minor = torch.cuda.get_device_capability()
-            build = EngineBuild(file_sha256(onnx_path), shapes, self.precision, self._trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}")
-            path = self._cache / f"trt-{graph}-{engine_cache_key(build)}.engine"
-            if not path.is_file():
-                self._cache.mkdir(parents=True, exist_ok=True)
-                data = build_engine(onnx_path, shapes, precision=self.precision, timing_cache=self._cache / "trt-timing.cache")
-                with writing(path) as tmp:
-                    tmp.write_bytes(data)
+            path, _ = self.engine(graph, height, width)
             self._runners[key] = _Runner(self._trt, path.read_bytes())
         return self._runners[key]
 
