@@ -179,11 +179,11 @@ def test_onnxruntime_backend_matches_torch_backend_on_real_clip(tiny_weights, cl
             assert diff.max() <= 1, plane
 
 
-@pytest.mark.parametrize("estimator,refine,fusion", (("corr", 8, "mean"), ("conv", 0, "mean"), ("corr", 8, "anchored")))
+@pytest.mark.parametrize("estimator,refine,fusion", (("corr", 8, "mean"), ("conv", 0, "mean"), ("corr", 8, "anchored"), ("corr", 0, "pairwise")))
 def test_export_of_each_flow_estimator_matches_pytorch(tmp_path, estimator, refine, fusion):
     """The cost-volume estimator with the full-resolution refiner, and the first design, both
     export with TensorRT-importable operators and match PyTorch in ONNX Runtime (window 3);
-    so does the anchored fusion."""
+    so do the anchored and pairwise fusions."""
     from dataclasses import replace
 
     from conftest import TINY
@@ -192,6 +192,7 @@ def test_export_of_each_flow_estimator_matches_pytorch(tmp_path, estimator, refi
     net = VSRNet(replace(TINY, flow_estimator=estimator, refine_channels=refine, fusion=fusion))
     with torch.no_grad():  # make the zero-initialised output, flow and confidence layers matter
         layers = [net.tail, net.flow_head[-1], net.mask_head[-1]] + ([net.refiner.decoder[-1]] if net.refiner is not None else [])
+        layers += [net.pair.conv2] if net.pair is not None else []
         for layer in layers:
             layer.weight.normal_(0, 0.05)
     path = tmp_path / "w.safetensors"

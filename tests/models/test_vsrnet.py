@@ -98,6 +98,31 @@ def test_anchored_fusion_falls_back_to_the_centre_frame_where_no_frame_is_truste
         VSRNetConfig(fusion="attention")
 
 
+def test_pairwise_fusion_starts_as_anchored_and_sees_the_sub_pixel_phase():
+    """A network grown to pairwise fusion computes what its anchored source computes; once its
+    pair module is non-zero, the same neighbour shifted by a whole pixel and by half a pixel
+    are told apart by the phase (a flow of 0.5 px and of 1.5 px differ only there)."""
+    from dataclasses import replace
+
+    from vsr_pipeline.models.vsrnet import PairFusion
+    from vsr_pipeline.train.flow_pretrain import transplant
+
+    source = _random_net(replace(TINY, fusion="anchored"))
+    grown = VSRNet(replace(TINY, fusion="pairwise"))
+    transplant(grown, source)
+    frames = _frames(1, 3, 16, 20)
+    with torch.no_grad():
+        assert torch.equal(grown.eval()(frames), source(frames))
+    pair = PairFusion(4)
+    with torch.no_grad():
+        pair.conv2.weight.normal_(0, 0.1)
+    centre, warped = torch.rand(1, 4, 6, 6), torch.rand(1, 4, 6, 6)
+    whole, half = torch.full((1, 2, 6, 6), 1.0), torch.full((1, 2, 6, 6), 0.5)
+    with torch.no_grad():
+        assert torch.allclose(pair(centre, warped, whole), pair(centre, warped, whole + 1.0), atol=1e-5)
+        assert (pair(centre, warped, whole) - pair(centre, warped, half)).abs().max() > 1e-3
+
+
 def test_transplant_keeps_fresh_what_it_is_told_to():
     from dataclasses import replace
 

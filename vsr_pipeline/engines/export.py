@@ -29,7 +29,7 @@ TENSORRT_OPS = frozenset(
         "Add", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "DepthToSpace", "Div", "Equal",
         "Expand", "Gather", "GridSample", "LeakyRelu", "Mul", "Range", "ReduceSum", "Reshape", "Resize",
         "Shape", "Sigmoid", "Slice", "Sub", "Unsqueeze", "Where", "Relu", "Pad", "Sqrt", "Pow",
-        "Squeeze", "Transpose", "Identity", "Clip", "Max", "Min",
+        "Squeeze", "Transpose", "Identity", "Clip", "Max", "Min", "Sin", "Cos",
     }
 )
 
