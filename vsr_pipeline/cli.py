@@ -1,5 +1,5 @@
-"""Command line: ``vsr upscale``, ``vsr batch``, ``vsr stream``, ``vsr demo``, ``vsr info``, ``vsr data prepare``,
-``vsr train``, ``vsr soup``, ``vsr eval``.
+"""Command line: ``vsr upscale``, ``vsr batch``, ``vsr stream``, ``vsr demo``, ``vsr info``, ``vsr bench``,
+``vsr engines build``, ``vsr data prepare``, ``vsr train``, ``vsr soup``, ``vsr eval``.
 
 Every problem the user can act on ends as one ``error: ...`` line on stderr and exit status 2.
 A file job whose input was damaged completes and exits with status 3 (:data:`EXIT_DAMAGED`).
@@ -153,6 +153,10 @@ def _add_live_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hls-list-size", type=int, default=6, metavar="N", help="segments kept in the HLS playlist; 0 keeps all (default 6)")
 
 
+def _add_log_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", type=Path, default=None, metavar="FILE", help="also append the job's log to FILE, each line time-stamped: a processing record (every setting; files: the input's and output's SHA-256)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vsr",
@@ -167,12 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("output", nargs="?", help="output video (path or URL)")
     _add_upscale_options(up)
     _add_live_options(up)
+    _add_log_option(up)
 
     st = sub.add_parser("stream", help="upscale a live stream x2 in real time", description="Upscale a live stream x2 in real time: bounded latency, graceful degradation, reconnects.", epilog=_STREAM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("input", help="live input URL")
     st.add_argument("output", help="output URL, HLS playlist (.m3u8) or file")
     _add_upscale_options(st, files=False)
     _add_live_options(st)
+    _add_log_option(st)
 
     ba = sub.add_parser("batch", help="upscale a folder of videos x2: resumable, in parallel, locally or on a Ray cluster", description="Upscale every video of a folder (searched recursively) or a glob x2 into OUTPUT_DIR, mirroring the input tree; resumable.", epilog=_BATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ba.add_argument("input", help="input folder (searched recursively for videos) or a glob (quote it: 'in/**/*.mkv')")
@@ -181,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--ray-address", default=None, metavar="ADDR", help="run on Ray: 'local' starts a local cluster, 'auto' or HOST:PORT joins one (default: no Ray, in this process); needs pip install 'vsr_pipeline[cluster]'")
     ba.add_argument("--chunk-seconds", type=float, default=None, metavar="S", help="split files longer than S seconds into chunks at keyframes, upscaled by several workers and joined (same frames, timestamps and audio as a whole-file run)")
     _add_upscale_options(ba)
+    _add_log_option(ba)
 
     demo = sub.add_parser("demo", help="upscale the bundled sample clip and write a side-by-side PNG")
     demo.add_argument("--out", type=Path, default=Path("vsr-demo"), help="output folder (default ./vsr-demo)")
@@ -189,6 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="model, cost per frame, backends and encoders available")
     info.add_argument("--weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="'default', 'compressed', 'heavy' or a .safetensors file")
     info.add_argument("--window", type=int, default=None)
+
+    bench = sub.add_parser("bench", help="frames/s and per-frame time: engine alone, in-memory pipeline, file to file", description="Measure the engine alone, the whole pipeline (in-memory source, null sink) and file to file on real frames at each size: frames/s, per-frame time percentiles, MACs per frame against the device's peak (a matrix-product probe run now), and the pipeline's overhead over the engine.")
+    bench.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="where the network runs (default: cuda if available)")
+    bench.add_argument("--backend", default="auto", metavar="NAME", help="auto (default), torch, onnxruntime or tensorrt")
+    bench.add_argument("--sizes", nargs="+", default=None, metavar="WxH", help="input sizes (default: 128x72 256x144 on a CPU, 1280x720 1920x1080 on a GPU)")
+    bench.add_argument("--frames", type=int, default=None, metavar="N", help="frames per stage and size (default: 8 on a CPU, 100 on a GPU)")
+    bench.add_argument("--repeat", type=int, default=2, metavar="R", help="runs of each stage, taking turns; the fastest counts (default 2)")
+    bench.add_argument("--weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="'default' (default), 'compressed', 'heavy' or a .safetensors file")
+    bench.add_argument("--window", type=int, default=None, metavar="T", help="temporal window (default: the model's)")
+    bench.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
+    bench.add_argument("--codec", default="libx264", help="encoder of the file-to-file stage (default libx264)")
+    bench.add_argument("--preset", default=None, help="its preset (default: the encoder's)")
+    bench.add_argument("--crf", type=int, default=18, help="its constant quality (default 18)")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+
+    engines = sub.add_parser("engines", help="ONNX export and TensorRT engines")
+    engines_sub = engines.add_subparsers(dest="engines_command", metavar="ACTION")
+    eb = engines_sub.add_parser("build", help="export ONNX, check it against PyTorch, build TensorRT engines where TensorRT runs", description="Export the network's two graphs to ONNX, validate them with ONNX Runtime against the PyTorch fp32 reference on real frames (PSNR printed, must exceed 45 dB) and, where TensorRT and a CUDA GPU are present, build and validate per-size engines into the cache (keyed by ONNX hash, shapes, precision, TensorRT version and GPU).")
+    eb.add_argument("--input-size", nargs="+", default=None, metavar="WxH", help="input sizes (default: 1280x720 1920x1080)")
+    eb.add_argument("--precision", default="fp16", metavar="fp16|fp32", help="TensorRT engine precision (default fp16, with fp32 islands)")
+    eb.add_argument("--cache", type=Path, default=None, metavar="DIR", help="cache folder (default engines/cache, where 'vsr upscale' looks)")
+    eb.add_argument("--weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="'default' (default), 'compressed', 'heavy' or a .safetensors file")
+    eb.add_argument("--frames", type=int, default=3, metavar="N", help="real frames each graph or engine is validated on (default 3)")
 
     data = sub.add_parser("data", help="training data")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
@@ -225,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     fc = sub.add_parser("faces", help="the face SR network: train it, evaluate the face engine")
     fc_sub = fc.add_subparsers(dest="faces_command", metavar="ACTION")
+    fd = fc_sub.add_parser("data", help="build the face training and validation sets from ../shared/data/faces, split by identity", description="Real face photographs (as virtual-camera clips) and face videos (real motion) of the shared faces folder, split by identity (a person in one split only), degraded as footage comes (x2 with varied kernels, noise, H.264/HEVC at CRF 10-35); runs of 6 frames with the current face's landmarks; a manifest with every source's provenance, identity, split and SHA-256 and the outputs' SHA-256; held-out identities' videos as lossless eval clips for 'vsr faces eval'.")
+    fd.add_argument("--shared", type=Path, default=None, metavar="DIR", help="the shared faces folder (default ../shared/data/faces beside the repository, or $VSR_SHARED_DATA/faces)")
+    fd.add_argument("--out", type=Path, default=Path("data/faces"), help="output folder (default data/faces)")
+    fd.add_argument("--cache", type=Path, default=None, help="also the packages' face photographs already unpacked in this 'vsr data prepare' cache (nothing is downloaded)")
+    fd.add_argument("--photo-samples", type=int, default=4, metavar="N", help="runs cut from each photograph (default 4)")
+    fd.add_argument("--video-samples", type=int, default=32, metavar="N", help="runs cut from each video (default 32)")
+    fd.add_argument("--val-identities", type=int, default=5, metavar="N", help="identities drawn for validation (default 5)")
+    fd.add_argument("--eval-frames", type=int, default=16, metavar="N", help="frames of each held-out eval clip (default 16)")
+    fd.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N photographs and N videos (a quick build; default 0: all)")
+    fd.add_argument("--seed", type=int, default=0, help="seed of every random choice; the same seed gives the same files (default 0)")
     ft = fc_sub.add_parser("train", help="train the face SR network (real face photographs + training photographs)")
     ft.add_argument("--data", type=Path, default=Path("data/vsr"), help="'vsr data prepare' folder (its manifest lists the training photographs)")
     ft.add_argument("--cache", type=Path, default=Path("data/cache"))
@@ -246,13 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--noise", type=float, default=0.4, help="share of low-resolution clips with added noise (default 0.4)")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto, as for 'vsr train'")
+    ft.add_argument("--face-data", type=Path, default=None, metavar="DIR", help="instead: train the multi-frame face network on a 'vsr faces data' set (real faces split by identity; the video output as 'vsr upscale --weights auto --mirror auto' makes it; resumes from the checkpoint beside --out)")
+    ft.add_argument("--frames", type=int, default=5, metavar="T", help="with --face-data: crops of the face's track fused, the current one and T-1 before it (default 5)")
+    ft.add_argument("--window", type=int, default=64, help="with --face-data: low-resolution side of the training windows cut from the face crops (default 64)")
+    ft.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="with --face-data: save a resumable checkpoint every N steps (default 50)")
     fe = fc_sub.add_parser("eval", help="face-region Y-PSNR, temporal error and identity distance, engine on vs off vs Lanczos")
-    fe.add_argument("--data", type=Path, default=Path("data/vsr"))
+    fe.add_argument("--data", type=Path, default=Path("data/vsr"), help="a folder whose manifest lists face clips: 'vsr data prepare' (the package hold-out faces) or 'vsr faces data' (held-out identities, eval/)")
     fe.add_argument("--weights", "--video-weights", dest="weights", type=_weights, default=None, metavar="NAME|FILE", help="video network weights for engine off and on: 'default', 'compressed', 'heavy', a file, or 'auto': per clip and condition, those 'vsr upscale' picks (default: 'default')")
     fe.add_argument("--mirror", choices=("auto", "on", "off"), default="off", help="mirror ensemble of the video network, as 'vsr upscale'; auto: on lossy input (default off)")
     fe.add_argument("--face-weights", type=Path, default=None, help="face SR weights (default: engines/facesr_x2.safetensors)")
     fe.add_argument("--frames", type=int, default=24)
-    fe.add_argument("--conditions", nargs="+", choices=("clean", "crf28"), default=["clean", "crf28"], help="input conditions (default: both)")
+    fe.add_argument("--conditions", nargs="+", choices=("clean", "crf10", "crf18", "crf23", "crf28", "crf33", "hevc18", "hevc28"), default=["clean", "crf28"], help="input conditions: clean, or H.264 (crfN) / HEVC (hevcN) at CRF N (default: clean crf28)")
     fe.add_argument("--out", type=Path, default=Path("runs/eval_faces"))
 
     ev = sub.add_parser("eval", help="Y-PSNR/SSIM of the network vs Lanczos and bicubic on the hold-out footage")
@@ -306,30 +350,11 @@ def _run_options(args: argparse.Namespace, input_: str, output: str):
             encoder, bitrate=_rate(args.bitrate, "--bitrate"), audio_bitrate=_rate(args.audio_bitrate, "--audio-bitrate"),
             hls_time=args.hls_time, hls_list_size=args.hls_list_size,
         )
-        live = LiveOptions(
-            keyint_seconds=args.keyint, latency=args.latency, stall_timeout=args.stall_timeout, connect_timeout=args.connect_timeout,
-            reconnect_max=args.reconnect_max, slate=args.slate, duration=args.duration,
-        )
+        live = LiveOptions(keyint_seconds=args.keyint, **{k: getattr(args, k) for k in ("latency", "stall_timeout", "connect_timeout", "reconnect_max", "slate", "duration")})
+    same = ("scale", "backend", "device", "window", "weights", "mirror", "threads", "faces", "face_weights", "face_every", "metrics_port", "metrics_host")
     return RunOptions(
-        input=input_,
-        output=output,
-        scale=args.scale,
-        encoder=encoder,
-        backend=args.backend,
-        device=args.device,
-        window=args.window,
-        weights=args.weights,
-        mirror=args.mirror,
-        threads=args.threads,
-        scene_cuts=not args.no_scene_cuts,
-        faces=args.faces,
-        face_weights=args.face_weights,
-        face_every=args.face_every,
-        metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
-        queue_size=getattr(args, "queue", 8),
-        metrics_linger=getattr(args, "metrics_linger", 0.0),
-        live=live,
+        input=input_, output=output, encoder=encoder, scene_cuts=not args.no_scene_cuts, queue_size=getattr(args, "queue", 8),
+        metrics_linger=getattr(args, "metrics_linger", 0.0), live=live, **{k: getattr(args, k) for k in same},
     )
 
 
@@ -351,25 +376,31 @@ def _raise_terminated(signum, frame) -> None:
 
 def cmd_upscale(args) -> int:
     from .run.file_job import run_file
+    from .run.record import JobLog
 
     if args.input is None:
         args.out = Path("vsr-demo")
         return cmd_demo(args)
     if args.output is None:
         raise VsrError("missing OUTPUT: vsr upscale INPUT OUTPUT (or no arguments for the demo)")
-    options = _run_options(args, args.input, args.output)
-    source, _ = options.check()
-    if source.live:
-        return _stream(options)
-    previous = _install(signal.SIGTERM, _raise_terminated)
-    try:
-        summary = run_file(options, log=_log, progress=_progress(args))
-    finally:
-        _install(signal.SIGTERM, previous)
-    print(summary.line())
-    if summary.damaged:  # completed, but not everything in the input could be kept
-        _log(f"warning: {summary.damage}; the output holds everything that could be decoded (exit status {EXIT_DAMAGED})")
-        return EXIT_DAMAGED
+    with JobLog(args.log) as log:
+        options = _run_options(args, args.input, args.output)
+        log.record(f"vsr upscale {options}")
+        source, _ = options.check()
+        if source.live:
+            return _stream(options, log)
+        log.file("input", options.input)
+        previous = _install(signal.SIGTERM, _raise_terminated)
+        try:
+            summary = run_file(options, log=log, progress=_progress(args))
+        finally:
+            _install(signal.SIGTERM, previous)
+        print(summary.line())
+        log.record(summary.line())
+        log.file("output", options.output)
+        if summary.damaged:  # completed, but not everything in the input could be kept
+            log(f"warning: {summary.damage}; the output holds everything that could be decoded (exit status {EXIT_DAMAGED})")
+            return EXIT_DAMAGED
     return 0
 
 
@@ -396,37 +427,52 @@ def _rate(text: str | None, option: str) -> int | None:
 
 def cmd_batch(args) -> int:
     from .run.batch import BatchInterrupted, run_batch
+    from .run.record import JobLog
 
-    template = _run_options(args, "INPUT", "OUTPUT")  # input and output are set per file
-    previous = _install(signal.SIGTERM, _raise_terminated)
-    try:
-        summary = run_batch(
-            template, args.input, args.output_dir, workers=args.workers, ray_address=args.ray_address, log=_log, progress=_progress(args),
-            metrics_port=args.metrics_port, metrics_host=args.metrics_host, metrics_linger=args.metrics_linger, chunk_seconds=args.chunk_seconds,
-        )
-    except BatchInterrupted as exc:
-        print("\n".join(exc.summary.lines()), flush=True)
-        _log("interrupted: finished files are kept; run the same command again to do the rest")
-        return 143 if isinstance(exc.cause, Terminated) else 130
-    finally:
-        _install(signal.SIGTERM, previous)
-    print("\n".join(summary.lines()), flush=True)
-    failed = summary.by("failed")
-    if failed:
-        names = ", ".join(r.key for r in failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
-        _log(f"error: {len(failed)} of {len(summary.results)} files failed: {names} (see the summary)")
-        return 2
-    if summary.damaged:
-        _log(f"warning: {len(summary.damaged)} inputs were damaged; their outputs hold everything that could be decoded (exit status {EXIT_DAMAGED})")
-        return EXIT_DAMAGED
+    with JobLog(args.log) as log:
+        template = _run_options(args, "INPUT", "OUTPUT")  # input and output are set per file
+        log.record(f"vsr batch {args.input} {args.output_dir} {template}")
+        previous = _install(signal.SIGTERM, _raise_terminated)
+        try:
+            summary = run_batch(
+                template, args.input, args.output_dir, workers=args.workers, ray_address=args.ray_address, log=log, progress=_progress(args),
+                metrics_port=args.metrics_port, metrics_host=args.metrics_host, metrics_linger=args.metrics_linger, chunk_seconds=args.chunk_seconds,
+            )
+        except BatchInterrupted as exc:
+            _print_record(exc.summary.lines(), log)
+            log("interrupted: finished files are kept; run the same command again to do the rest")
+            return 143 if isinstance(exc.cause, Terminated) else 130
+        finally:
+            _install(signal.SIGTERM, previous)
+        _print_record(summary.lines(), log)
+        failed = summary.by("failed")
+        if failed:
+            names = ", ".join(r.key for r in failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+            log(f"error: {len(failed)} of {len(summary.results)} files failed: {names} (see the summary)")
+            return 2
+        if summary.damaged:
+            log(f"warning: {len(summary.damaged)} inputs were damaged; their outputs hold everything that could be decoded (exit status {EXIT_DAMAGED})")
+            return EXIT_DAMAGED
     return 0
 
 
+def _print_record(lines: list[str], log) -> None:
+    """Print a summary on stdout, and write it to the ``--log`` file."""
+    print("\n".join(lines), flush=True)
+    for line in lines:
+        log.record(line)
+
+
 def cmd_stream(args) -> int:
-    return _stream(_run_options(args, args.input, args.output))
+    from .run.record import JobLog
+
+    with JobLog(args.log) as log:
+        options = _run_options(args, args.input, args.output)
+        log.record(f"vsr stream {options}")
+        return _stream(options, log)
 
 
-def _stream(options) -> int:
+def _stream(options, log) -> int:
     """Run a live job; SIGTERM and Ctrl-C drain, a second signal stops at once."""
     from .run.live_job import run_live
 
@@ -436,18 +482,19 @@ def _stream(options) -> int:
     def on_signal(signum, frame) -> None:
         received.append(signum)
         if len(received) == 1:
-            _log(f"{signal.Signals(signum).name}: draining (a second signal stops at once)")
+            log(f"{signal.Signals(signum).name}: draining (a second signal stops at once)")
             stop.set()
         else:
             halt.set()
 
     previous = {s: _install(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        summary = run_live(options, log=_log, stop=stop, halt=halt)
+        summary = run_live(options, log=log, stop=stop, halt=halt)
     finally:
         for s, handler in previous.items():
             _install(s, handler)
     print(summary.line())
+    log.record(summary.line())
     return 130 if signal.SIGINT in received else 0
 
 
@@ -493,6 +540,27 @@ def cmd_info(args) -> int:
     print(f"backend auto: {backend} on {device} ({reason}); torch {torch.__version__}, CUDA {'yes' if torch.cuda.is_available() else 'no'}")
     encoders = [c for c in ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1") if c in av.codecs_available]
     print(f"encoders: {', '.join(encoders)}; PyAV {av.__version__}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import BenchConfig, format_table, run_bench
+    from .engines.build import parse_size
+
+    sizes = tuple(parse_size(s) for s in args.sizes) if args.sizes else None
+    config = BenchConfig(device=args.device, backend=args.backend, sizes=sizes, frames=args.frames, weights=args.weights, window=args.window, threads=args.threads, codec=args.codec, preset=args.preset, crf=args.crf, repeat=args.repeat)
+    result = run_bench(config, log=_log)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
+def cmd_engines(args) -> int:
+    from .engines.build import DEFAULT_SIZES, BuildConfig, build, parse_size
+
+    if args.engines_command != "build":
+        raise VsrError("usage: vsr engines build [--input-size WxH ...] [--precision fp16|fp32] [--cache DIR]")
+    sizes = tuple(parse_size(s) for s in args.input_size) if args.input_size else DEFAULT_SIZES
+    build(BuildConfig(sizes=sizes, precision=args.precision, cache=args.cache, weights=args.weights, frames=args.frames))
     return 0
 
 
@@ -565,6 +633,32 @@ def cmd_eval(args) -> int:
 
 
 def cmd_faces(args) -> int:
+    if args.faces_command == "data":
+        from .train.face_data import FaceDataConfig, build_face_data
+        from .train.footage import default_shared_root
+
+        cfg = FaceDataConfig(photo_samples=args.photo_samples, video_samples=args.video_samples, val_identities=args.val_identities, eval_frames=args.eval_frames, seed=args.seed, limit=args.limit)
+        manifest = build_face_data(args.shared or default_shared_root() / "faces", args.out, cfg, cache=args.cache, log=_log)
+        print(f"face data in {args.out}: {manifest['counts']['train']} training and {manifest['counts']['val']} validation runs, {len(manifest['files'])} eval clips; manifest {args.out / 'manifest.json'}")
+        return 0
+    if args.faces_command == "train" and args.face_data is not None:
+        from .faces.face_sr import FaceSRConfig
+        from .train.face_track_train import TrackTrainConfig, train_face_track
+
+        if args.device != "cpu":
+            raise VsrError("--face-data training runs on the CPU (--device cpu)")
+        try:
+            model = FaceSRConfig(channels=args.channels, blocks=args.blocks, frames=args.frames)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        cfg = TrackTrainConfig(
+            data=args.face_data, out=args.out, steps=args.steps, batch=args.batch, window=args.window, lr=args.lr,
+            val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads, model=model,
+            video_weights="auto" if args.video_weights is None else str(args.video_weights),
+        )
+        record = train_face_track(cfg, log=_log)
+        print(f"trained {cfg.steps} steps; kept step {record['best']['step']} (validation face gain {record['best']['gain_db']:+.3f} dB); weights {args.out}")
+        return 0
     if args.faces_command == "train":
         from .train.face_train import FaceTrainConfig, train_face_sr
 
@@ -590,13 +684,13 @@ def cmd_faces(args) -> int:
 
         print(evaluate_faces(FaceEvalConfig(data=args.data, weights=args.weights, mirror=args.mirror, face_weights=args.face_weights, frames=args.frames, conditions=tuple(args.conditions), out=args.out), log=_log))
         return 0
-    raise VsrError("usage: vsr faces train | vsr faces eval")
+    raise VsrError("usage: vsr faces data | vsr faces train | vsr faces eval")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"upscale": cmd_upscale, "batch": cmd_batch, "stream": cmd_stream, "demo": cmd_demo, "info": cmd_info, "data": cmd_data, "train": cmd_train, "soup": cmd_soup, "eval": cmd_eval, "faces": cmd_faces}
+    commands = {"upscale": cmd_upscale, "batch": cmd_batch, "stream": cmd_stream, "demo": cmd_demo, "info": cmd_info, "bench": cmd_bench, "engines": cmd_engines, "data": cmd_data, "train": cmd_train, "soup": cmd_soup, "eval": cmd_eval, "faces": cmd_faces}
     if args.command is None:
         parser.print_help()
         return 2

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -400,7 +401,11 @@ def test_without_the_halo_the_seams_would_differ(long_clip, tiny_weights, tmp_pa
     from vsr_pipeline.run import chunks as chunks_mod
 
     real = chunks_mod.plan_chunks
-    monkeypatch.setattr(chunks_mod, "plan_chunks", lambda path, seconds, halo=None: real(path, seconds, 0))
+
+    def no_halo(path, seconds, halo=None):  # planned without neighbours (the window check told otherwise)
+        return [replace(c, span=replace(c.span, halo=chunks_mod.HALO)) for c in real(path, seconds, 0)]
+
+    monkeypatch.setattr(chunks_mod, "plan_chunks", no_halo)
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(long_clip, src / long_clip.name)
@@ -411,26 +416,26 @@ def test_without_the_halo_the_seams_would_differ(long_clip, tiny_weights, tmp_pa
 
 
 def test_a_rerun_redoes_only_the_chunks_not_finished(long_clip, tiny_weights, tmp_path, monkeypatch, capsys):
-    from vsr_pipeline.run import chunks as chunks_mod
+    from vsr_pipeline.run import file_job
 
-    real = chunks_mod.run_chunk
+    real = file_job.run_file
 
-    def third_fails(options, chunk, target, **kw):
-        if chunk.index == 2:
+    def third_fails(options, **kw):
+        if Path(options.output).name.startswith("00002."):  # the third chunk's part
             raise InputError("simulated failure")
-        return real(options, chunk, target, **kw)
+        return real(options, **kw)
 
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(long_clip, src / long_clip.name)
     out = tmp_path / "out"
-    monkeypatch.setattr(chunks_mod, "run_chunk", third_fails)
+    monkeypatch.setattr(file_job, "run_file", third_fails)
     assert main(args(src, out, tiny_weights, *LOSSLESS, "--chunk-seconds", "2")) == 2
     assert f"failed   {long_clip.name}: chunk 3 of 3: simulated failure" in capsys.readouterr().out
     assert not (out / long_clip.name).exists()
     parts = sorted((out / ".vsr-chunks").rglob("*.mp4"))
     assert len(parts) == 2
-    monkeypatch.setattr(chunks_mod, "run_chunk", real)
+    monkeypatch.setattr(file_job, "run_file", real)
     assert main(args(src, out, tiny_weights, *LOSSLESS, "--chunk-seconds", "2")) == 0
     done = [r["key"] for r in journal(out) if r["event"] == "done"]
     assert sorted(done) == sorted([long_clip.name, *(f"{long_clip.name}#chunk {i} of 3 (2 s)" for i in (1, 2, 3))])  # chunks 1 and 2 not redone

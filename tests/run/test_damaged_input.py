@@ -154,8 +154,7 @@ def test_a_copied_packet_the_muxer_refuses_is_dropped_and_counted(clean_ts, tmp_
 
 def test_timestamps_that_go_back_are_retimed():
     damage = DamageLog()
-    source = SimpleNamespace(info=SimpleNamespace(rate=25))
-    pipeline = Pipeline(source, SimpleNamespace(held=0), None, PipelineMetrics(CollectorRegistry()), damage=damage)
+    pipeline = Pipeline([], SimpleNamespace(held=0, scale=2), None, PipelineMetrics(CollectorRegistry()), rate=25, damage=damage)
     import numpy as np
 
     from vsr_pipeline.colour import ColourSpec

@@ -211,7 +211,7 @@ def test_hls_output_and_sigterm_drain(tmp_path, tiny_weights):
     [
         (["stream", "in.mp4", "out.ts"], "not a live URL"),
         (["stream", "gopher2://x", "out.ts"], "unsupported protocol"),
-        (["stream", "udp://127.0.0.1:9", "out.ts", "--latency", "0"], "must be positive"),
+        (["stream", "udp://127.0.0.1:9", "out.ts", "--latency", "0"], "must be a positive number of seconds"),
         (["stream", "udp://127.0.0.1:9", "out.ts", "--bitrate", "fast"], "not a bitrate"),
         (["upscale", "in.mp4", "udp://127.0.0.1:9"], "a live output needs a live input"),
         (["stream", "udp://127.0.0.1:9", "/dev/null/hls/live.m3u8"], "cannot create the output folder"),

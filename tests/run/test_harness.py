@@ -82,3 +82,20 @@ def test_get_and_put_raise_stopped_once_halted():
         harness.get(queue.Queue())
     with pytest.raises(Stopped):
         harness.put(queue.Queue(maxsize=1), 1)
+
+
+def test_running_out_of_memory_is_said_in_words():
+    """A stage whose allocation fails (PyTorch's CPU allocator words it so) ends the job with a
+    sentence that says what to try, not the allocator's internals."""
+    from vsr_pipeline.errors import VsrError
+    from vsr_pipeline.run.harness import Harness
+
+    def upscale() -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 102401024 bytes")
+
+    harness = Harness()
+    harness.start([("upscale", upscale)])
+    with pytest.raises(VsrError) as raised:
+        harness.wait()
+    assert str(raised.value).startswith("upscale stage ran out of memory (run with --debug for details); try a smaller --window")
+    assert "alloc_cpu" not in str(raised.value)

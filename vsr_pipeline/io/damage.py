@@ -21,6 +21,10 @@ Kinds (:data:`KINDS`):
 ``retimed``     the video timestamps go back (damage, joined segments): that picture and the ones
                 after it are moved forward to keep time increasing
 ==============  ==================================================================================
+
+A change of picture size or pixel format mid-input (joined segments, an ad break, a reconnect)
+is not damage: :class:`FormatWatch` tells it, counts it and says it in a warning; the jobs fit
+such pictures into the output's one size.
 """
 
 from __future__ import annotations
@@ -93,3 +97,39 @@ class DamageLog:
             noun, what = _WORDS[kind]
             parts.setdefault(stream, []).append(f"{n} {noun}{'s' if n != 1 else ''} {what}" if noun else what)
         return "damaged input: " + "; ".join(f"{stream}: {', '.join(p)}" for stream, p in parts.items())
+
+
+class FormatWatch:
+    """Tells the pictures whose size or pixel format is not the previous picture's.
+
+    Args:
+        log: where each change is said (one warning line each).
+        on_change: called with the kind of every change, ``size`` or ``format`` (metrics).
+        scale: the output is ``scale`` times the first picture's size (for the warning).
+    """
+
+    def __init__(self, log: Callable[[str], None], on_change: Callable[[str], None], scale: int = 2) -> None:
+        self._log, self._on_change, self._scale = log, on_change, scale
+        self.first: tuple | None = None  #: ``(width, height, spec)`` of the first picture
+        self._previous: tuple | None = None
+
+    def changed(self, picture) -> bool:
+        """Is ``picture``'s size or pixel format not the previous picture's? (counted, said)"""
+        current = (picture.width, picture.height, picture.spec)
+        previous, self._previous = self._previous, current
+        self.first = self.first or current
+        if previous is None or current == previous:
+            return False
+        self._on_change("size" if current[:2] != previous[:2] else "format")
+        width, height, _ = self.first
+        fitted = "" if current[:2] == (width, height) else f"; its pictures are fitted into the {width * self._scale}x{height * self._scale} output with their aspect ratio kept (black bars)"
+        when = f" ({float(picture.pts * picture.time_base):.3f} s)" if picture.pts is not None and picture.time_base else ""
+        self._log(f"warning: the input changes from {_describe(previous)} to {_describe(current)} at picture {picture.index}{when}; the window restarts there as at a scene cut{fitted}")
+        return True
+
+
+def _describe(fmt: tuple) -> str:
+    width, height, spec = fmt
+    sx, sy = spec.subsampling
+    chroma = {(2, 2): "4:2:0", (2, 1): "4:2:2", (1, 1): "4:4:4"}.get((sx, sy), f"{sx}x{sy}")
+    return f"{width}x{height} {spec.bit_depth}-bit {chroma} {spec.matrix} {'full' if spec.full_range else 'limited'} range"

@@ -39,7 +39,8 @@ class StreamFormat:
     """What the first connection revealed; the output is opened with it.
 
     Attributes:
-        width, height: picture size (later connections are scaled to it if they differ).
+        width, height: the first picture's size (the live job fits later pictures of another
+            size into it).
         rate: frame rate (frames per second).
         audio: the input carries audio.
         codec: video codec name.
@@ -234,7 +235,7 @@ class LiveInput:
                         announced = True
                         fmt = self._format(video, audio)
                         yield Connected(first, fmt)
-                    picture = picture_from_frame(self._fit(frame), index=index)
+                    picture = picture_from_frame(frame, index=index)
                     index += 1
                     yield VideoEvent(picture, float(frame.pts * frame.time_base), time.monotonic())
                     yield from early
@@ -262,13 +263,6 @@ class LiveInput:
             rate = video.average_rate or video.guessed_rate or Fraction(25)
             self.format = StreamFormat(ctx.width, ctx.height, Fraction(rate).limit_denominator(1001), audio is not None, ctx.name)
         return self.format
-
-    def _fit(self, frame):
-        """A frame of the first connection's size (a reconnect may bring another size)."""
-        fmt = self.format
-        if fmt is not None and (frame.width, frame.height) != (fmt.width, fmt.height):
-            frame = frame.reformat(width=fmt.width, height=fmt.height, interpolation="BICUBIC")
-        return frame
 
     def close(self) -> None:
         if isinstance(self._reader, RtpTsReader):

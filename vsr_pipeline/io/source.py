@@ -9,10 +9,15 @@ Damaged input does not end the job while pictures keep coming (:mod:`.damage`): 
 copied stream that the demuxer marks corrupt or that its decoder refuses is dropped, a video
 packet the decoder refuses is skipped, a read error is skipped, and each is recorded in the
 source's :class:`~vsr_pipeline.io.damage.DamageLog`.
+
+A source can read a :class:`Span` of a file instead of all of it (a chunk of ``vsr batch
+--chunk-seconds``): it seeks to a keyframe, yields the span's pictures only (video only), and
+the job writes the span's own pictures (:meth:`Span.owns`).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -70,6 +75,31 @@ class SourceInfo:
     display_matrix: tuple[int, ...] | None = None
 
 
+@dataclass(frozen=True)
+class Span:
+    """A stretch of a file, in video ``time_base`` units (None: open on that side).
+
+    Attributes:
+        seek: the keyframe to seek to before decoding (None: from the beginning).
+        first, last: the first and last pictures the source yields: the span's own and
+            ``halo`` more on each side (the temporal window's neighbours).
+        start, end: the span's own pictures, those written: ``start <= pts < end``.
+        halo: pictures on each side beyond the span's own; the window may be at most
+            ``2 * halo + 1`` wide.
+    """
+
+    seek: int | None = None
+    first: int | None = None
+    last: int | None = None
+    start: int | None = None
+    end: int | None = None
+    halo: int = 0
+
+    def owns(self, pts: int) -> bool:
+        """Is the picture at ``pts`` one of the span's own?"""
+        return (self.start is None or pts >= self.start) and (self.end is None or pts < self.end)
+
+
 class Source(Protocol):
     """The interface every source implements."""
 
@@ -85,11 +115,12 @@ class Source(Protocol):
 class AvSource:
     """A PyAV demuxer and decoder for files (and URLs FFmpeg opens)."""
 
-    def __init__(self, name: str, *, options: dict[str, str] | None = None, quantisers: bool = False, damage: DamageLog | None = None) -> None:
+    def __init__(self, name: str, *, options: dict[str, str] | None = None, quantisers: bool = False, damage: DamageLog | None = None, span: Span | None = None) -> None:
         """Open ``name`` (a path or a URL FFmpeg understands).
 
         Args:
             options: FFmpeg demuxer/protocol options.
+            span: read only this stretch of the video, and no other stream (module docstring).
             damage: where damage found while reading is recorded (a silent log if None).
             quantisers: ask the H.264 decoder for each frame's quantisers (``Picture.qp`` and
                 ``Picture.qp_map``, for ``--weights auto`` and the network's coding condition).
@@ -130,7 +161,7 @@ class AvSource:
         if not ctx.width or not ctx.height:
             self._container.close()
             raise InputError(f"{name}: the video stream has no picture size (corrupt or unsupported)")
-        copy = tuple(s for s in self._container.streams if s.type in ("audio", "subtitle"))
+        copy = () if span else tuple(s for s in self._container.streams if s.type in ("audio", "subtitle"))
         rate = self._video.average_rate or self._video.guessed_rate
         sar = self._video.sample_aspect_ratio or ctx.sample_aspect_ratio
         self.info = SourceInfo(
@@ -156,8 +187,21 @@ class AvSource:
         # containers' counts are estimates or off by one: AVI counts a trailing empty chunk).
         self._indexed_frames = self.info.frames if self._container.format.name.split(",")[0] == "mov" else 0
         self._cut_short = self._container.format.name == "mpegts" and "://" not in name and _ends_mid_packet(Path(name).stat().st_size)
+        self._span = span
+        if span is not None and span.seek is not None:
+            self._container.seek(span.seek, stream=self._video, backward=True)
+            self._indexed_frames = 0  # the index's frame count no longer applies
 
     def __iter__(self) -> Iterator[Picture | Passthrough]:
+        span = self._span
+        for item in self._items():
+            if span is not None and span.first is not None and item.pts < span.first:
+                continue
+            yield item
+            if span is not None and span.last is not None and item.pts >= span.last:
+                return  # not the end of the file: no end-of-file checks
+
+    def _items(self) -> Iterator[Picture | Passthrough]:
         import av
 
         index = 0
@@ -253,12 +297,6 @@ class AvSource:
         rate = self.info.rate or Fraction(25)
         return round(index / rate / self.info.time_base)
 
-    def seek(self, pts: int) -> None:
-        """Demux from the keyframe at or before ``pts`` (video ``time_base`` units) on; call
-        before iterating. The index's frame count no longer applies (no ``missing`` damage)."""
-        self._container.seek(pts, stream=self._video, backward=True)
-        self._indexed_frames = 0
-
     def close(self) -> None:
         self._container.close()
 
@@ -313,7 +351,28 @@ def _is_attached_picture(stream) -> bool:
         return False
 
 
-def open_source(name: str, *, options: dict[str, str] | None = None, quantisers: bool = False, damage: DamageLog | None = None) -> Source:
+def open_source(name: str, *, options: dict[str, str] | None = None, quantisers: bool = False, damage: DamageLog | None = None, span: Span | None = None) -> Source:
     """Open an input path or URL; ``quantisers`` makes H.264 pictures carry ``Picture.qp``;
-    damage found while reading is recorded in ``damage``."""
-    return AvSource(name, options=options, quantisers=quantisers, damage=damage)
+    damage found while reading is recorded in ``damage``; ``span``: only that stretch."""
+    return AvSource(name, options=options, quantisers=quantisers, damage=damage, span=span)
+
+
+def peek(source: Source, pictures: int = 1) -> tuple[list[Picture], Iterator[Picture | Passthrough]]:
+    """Decode the first ``pictures`` pictures (fewer if the input is shorter); return them and
+    an iterator over everything the source yields, those pictures included.
+
+    Raises:
+        InputError: no picture could be decoded.
+    """
+    it = iter(source)
+    head: list = []
+    found: list[Picture] = []
+    for item in it:
+        head.append(item)
+        if isinstance(item, Picture):
+            found.append(item)
+            if len(found) == pictures:
+                break
+    if not found:
+        raise InputError(f"{source.info.name}: no video frame could be decoded")
+    return found, itertools.chain(head, it)

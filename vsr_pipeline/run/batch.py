@@ -44,6 +44,7 @@ from .._files import discard, ensure_folder, is_partial, partial_path
 from ..errors import ConfigError, InputError, OutputError, VsrError
 from ..metrics import PipelineMetrics
 from .batch_metrics import BatchMetrics
+from .harness import close_all, progress_bar, terminal_size
 from .journal import JOURNAL_NAME, Journal, Stamp
 from .options import RunOptions
 
@@ -233,7 +234,8 @@ def settings_key(options: RunOptions) -> str:
 # -- one job ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Job:
-    """One unit of work: a whole file, or one chunk of it (:mod:`.chunks`) written to ``part``."""
+    """One unit of work: a whole file, or one chunk of it (:mod:`.chunks`) written to ``part``
+    (``options`` then has the chunk's span and ``part`` as its output)."""
 
     key: str  #: journal key: the file's, or the file's plus the chunk's
     item: Item
@@ -242,8 +244,8 @@ class Job:
     part: Path | None = None
 
 
-def run_one(options: RunOptions, metrics=None, chunk=None, part: Path | None = None) -> dict:
-    """Run the file job for one file (or one chunk of it into ``part``); never raises for a
+def run_one(options: RunOptions, metrics=None) -> dict:
+    """Run the file job for one file (or one chunk of it: ``options.span``); never raises for a
     problem of that file (Ctrl-C excepted): returns ``ok``, ``frames``, ``seconds``, ``damage``,
     ``error``, ``log`` (its lines) and ``worker``."""
     from .file_job import run_file
@@ -252,11 +254,6 @@ def run_one(options: RunOptions, metrics=None, chunk=None, part: Path | None = N
     worker = f"{socket.gethostname()}:{os.getpid()}"
     started = time.perf_counter()
     try:
-        if chunk is not None:
-            from .chunks import run_chunk
-
-            done = run_chunk(options, chunk, part, log=lines.append, metrics=metrics)
-            return {"ok": True, **done, "log": lines, "worker": worker}
         summary = run_file(options, log=lines.append, progress=False, metrics=metrics)
     except VsrError as exc:
         return {"ok": False, "error": str(exc), "log": lines, "worker": worker, "seconds": time.perf_counter() - started}
@@ -264,11 +261,6 @@ def run_one(options: RunOptions, metrics=None, chunk=None, part: Path | None = N
         text = " ".join(str(exc).split()).rstrip(".") or "no details"
         return {"ok": False, "error": f"internal error: {text}", "log": lines, "worker": worker, "seconds": time.perf_counter() - started}
     return {"ok": True, "frames": summary.frames, "seconds": summary.seconds, "damage": summary.damage, "log": lines, "worker": worker}
-
-
-def _ray_job(options: RunOptions, chunk=None, part: Path | None = None) -> dict:
-    """The Ray task: :func:`run_one` in a Ray worker."""
-    return run_one(options, None, chunk, part)
 
 
 # -- runners ------------------------------------------------------------------------------------------
@@ -325,7 +317,7 @@ class LocalRunner:
             with self._lock:
                 self._running[job.key] = metrics
             try:
-                result = run_one(job.options, metrics, job.chunk, job.part)
+                result = run_one(job.options, metrics)
             finally:
                 with self._lock:
                     self._running.pop(job.key, None)
@@ -385,7 +377,7 @@ class RayRunner:
         cpus = int(resources.get("CPU", 1)) or 1
         self.workers = max(1, workers or self.gpus or cpus)
         shares = {"num_gpus": 1} if self.gpus else {"num_cpus": 1}
-        self._remote = ray.remote(_ray_job).options(max_retries=0, **shares)
+        self._remote = ray.remote(run_one).options(max_retries=0, **shares)
         where = f"{self.gpus} GPUs, one per task" if self.gpus else f"{cpus} CPUs, one per task (no GPU in the cluster)"
         log(f"ray: {'started a local cluster' if address == 'local' and self._started else 'joined the cluster'} with {where}; at most {self.workers} tasks at once")
         self._pending: list[Job] = []
@@ -401,7 +393,7 @@ class RayRunner:
     def _fill(self) -> None:
         while self._pending and len(self._flight) < self.workers:
             job = self._pending.pop()
-            self._flight[self._remote.remote(job.options, job.chunk, job.part)] = job
+            self._flight[self._remote.remote(job.options)] = job
 
     def in_flight(self) -> int:
         return len(self._flight)
@@ -566,7 +558,7 @@ def _run(template, input_, base, sources, root, workers, ray_address, log, progr
                 jobs += _chunk_jobs(item, options, chunk_seconds, root, journal, settings, state, log)
             if not state.chunks:
                 jobs.append(Job(item.key, item, options))
-        bar = _bar(sum(item.frames for item in todo), len(todo), progress)
+        bar = progress_bar(sum(item.frames for item in todo), progress, "batch") if todo else None
         lanes = _lanes(bar, min(runner.workers, len(jobs)))
         say = _writer(bar, log)
         runner.start(jobs)
@@ -646,14 +638,7 @@ def _run(template, input_, base, sources, root, workers, ray_address, log, progr
         summary.seconds = time.perf_counter() - started
         raise BatchInterrupted(summary, exc) from None
     finally:
-        for lane in locals().get("lanes", []):
-            lane.close()
-        if bar is not None:
-            bar.close()
-        if runner is not None:
-            runner.close()
-        if server is not None:
-            server.close()
+        close_all(*locals().get("lanes", []), bar, runner, server)
 
 
 @dataclass
@@ -699,7 +684,7 @@ def _chunk_jobs(item: Item, options: RunOptions, seconds: float, root: Path, jou
             state.damage = state.damage or record.get("damage", "")
             continue
         state.pending.add(c.index)
-        jobs.append(Job(key, item, options, c, part))
+        jobs.append(Job(key, item, replace(options, output=str(part), span=c.span), c, part))
     return jobs
 
 
@@ -738,31 +723,13 @@ class BatchInterrupted(KeyboardInterrupt):
         self.summary, self.cause = summary, cause
 
 
-def _bar(frames: int, files: int, enabled: bool | None):
-    """The overall tqdm bar (frames, files, ETA) on a terminal; None when not wanted."""
-    if enabled is False or (enabled is None and not sys.stderr.isatty()) or files == 0:
-        return None
-    from tqdm import tqdm
-
-    width, height = _terminal()
-    return tqdm(total=frames or None, unit="frame", desc="batch", ncols=width, nrows=height, file=sys.stderr)
-
-
-def _terminal() -> tuple[int, int]:
-    """Columns and rows; some terminals report 0 x 0, and tqdm then draws nothing."""
-    import shutil
-
-    size = shutil.get_terminal_size((100, 20))
-    return (size.columns if size.columns >= 40 else 100), (size.lines if size.lines >= 2 else 20)
-
-
 def _lanes(bar, workers: int) -> list:
     """One line under the bar per worker: the file (or chunk) it is on."""
     if bar is None:
         return []
     from tqdm import tqdm
 
-    width, height = _terminal()
+    width, height = terminal_size()
     shown = max(0, min(workers, height - 2))  # tqdm hides lines below the screen
     return [tqdm(total=0, position=n + 1, bar_format="{desc}", desc=f"  worker {n + 1}: starting", ncols=width, nrows=height, file=sys.stderr, leave=False) for n in range(shown)]
 

@@ -1,7 +1,7 @@
 """Prometheus metrics of ``vsr batch`` (served on ``--metrics-port`` like ``vsr upscale``'s).
 
 Same conventions as :mod:`vsr_pipeline.metrics`: the registry is passed in (tests build a fresh
-one), names carry their unit, counters end in ``_total``, scrape-time values come from a collector.
+one), names carry their unit, counters end in ``_total``, scrape-time values are computed at the scrape.
 
 =======================================  =======  ==============================================
 ``vsr_batch_input_files``                gauge    files in the batch (found under INPUT)
@@ -23,20 +23,8 @@ import threading
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily
 
 FILE_STATUSES = ("done", "failed", "skipped")
-
-
-class _ThroughputCollector:
-    def __init__(self, metrics: "BatchMetrics") -> None:
-        self._m = metrics
-
-    def describe(self):
-        return []
-
-    def collect(self):
-        yield GaugeMetricFamily("vsr_batch_throughput_fps", "Frames written per second across the batch's workers, over the last 30 seconds.", value=self._m.throughput())
 
 
 class BatchMetrics:
@@ -57,7 +45,7 @@ class BatchMetrics:
         self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=4096)
         self._born = time.monotonic()
         self._written = 0
-        r.register(_ThroughputCollector(self))
+        Gauge("vsr_batch_throughput_fps", "Frames written per second across the batch's workers, over the last 30 seconds.", registry=r).set_function(self.throughput)
 
     def file_finished(self, status: str) -> None:
         self.files_finished.labels(status).inc()

@@ -1,33 +1,34 @@
 """Long files in chunks (``vsr batch --chunk-seconds S``): split at keyframes, upscaled apart, joined.
 
 :func:`plan_chunks` reads the video's packets (no decoding) and puts a seam at the first
-keyframe at or after every S seconds. A chunk's job (:func:`run_chunk`) seeks to the keyframe
-before its *halo* — the ``halo`` frames before its first frame — decodes from there, runs the
-halo frames and its own frames and the halo frames after it through the same pipeline as
+keyframe at or after every S seconds. Each chunk is a :class:`~..io.source.Span` of the file,
+upscaled by the file job (:func:`.file_job.run_file` with ``RunOptions.span``): it seeks to the
+keyframe before its *halo* — the ``halo`` frames before its first frame — decodes from there,
+runs the halo frames, its own frames and the halo frames after it through the pipeline of
 ``vsr upscale`` (scene-cut detector and temporal window included: both only look at nearby
 frames, so every frame of the chunk sees exactly the neighbours it sees in an unsplit run), and
 writes only its own frames, with their original timestamps, to a video-only file in the output's
-container (so its time base and timestamps are the output's). :func:`join` then remuxes the chunks' video in order with the input's
-audio and subtitle streams, copied, into the output: the input's frames, timestamps, audio and
-subtitles, and (with lossless output) the same pictures as an unsplit run.
+container (so its time base and timestamps are the output's). :func:`join` then remuxes the
+chunks' video in order with the input's audio and subtitle streams, copied, into the output: the
+input's frames, timestamps, audio and subtitles, and (with lossless output) the same pictures as
+an unsplit run.
 
 The network is chosen once per file (``--weights auto`` and ``--mirror auto`` are resolved on
-the file's first frames by the driver), so every chunk runs the same one.
+the file's first frames by :func:`resolve_network`), so every chunk runs the same one.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
-import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
 from .._files import discard, partial_path, publish
-from ..errors import InputError, OutputError, describe
-from ..io.frames import Picture
+from ..errors import OutputError, describe
+from ..io.source import Span
 from .options import RunOptions
 
 #: Frames decoded on each side of a chunk beyond its own: at least half the largest window
@@ -37,14 +38,10 @@ HALO = 7
 
 @dataclass(frozen=True)
 class Chunk:
-    """One chunk: its frames are those with ``start <= pts < end`` (None: open)."""
+    """One chunk: the ``index``-th stretch of the file, of ``frames`` frames of its own."""
 
     index: int
-    start: int | None
-    end: int | None
-    seek: int | None  #: keyframe pts to seek to before decoding (None: from the beginning)
-    first: int | None  #: pts of the first halo frame (None: from the beginning)
-    last: int | None  #: pts of the last halo frame after the chunk (None: to the end)
+    span: Span
     frames: int = 0
 
 
@@ -64,11 +61,11 @@ def plan_chunks(path: Path, seconds: float, halo: int = HALO) -> list[Chunk]:
                         keys.append(packet.pts)
             tb = video.time_base
     except Exception:  # noqa: BLE001 (a damaged file goes whole; its job reports the damage)
-        return [Chunk(0, None, None, None, None, None)]
+        return [Chunk(0, Span())]
     pts.sort()
     keys = sorted(set(keys))
     if not pts or not tb or len(pts) != len(set(pts)):
-        return [Chunk(0, None, None, None, None, None, len(pts))]
+        return [Chunk(0, Span(), len(pts))]
     step = round(Fraction(seconds) / Fraction(tb))
     seams: list[int] = []
     target = pts[0] + step
@@ -79,7 +76,7 @@ def plan_chunks(path: Path, seconds: float, halo: int = HALO) -> list[Chunk]:
             seams.append(k)
             target = k + step
     if not seams:
-        return [Chunk(0, None, None, None, None, None, len(pts))]
+        return [Chunk(0, Span(), len(pts))]
     chunks = []
     bounds = [None, *seams, None]
     for n in range(len(bounds) - 1):
@@ -89,126 +86,28 @@ def plan_chunks(path: Path, seconds: float, halo: int = HALO) -> list[Chunk]:
         first = None if start is None else pts[i - halo]
         seek = None if first is None else keys[bisect.bisect_right(keys, first) - 1]
         last = None if end is None else pts[min(len(pts) - 1, j + halo - 1)]
-        chunks.append(Chunk(n, start, end, seek, first, last, j - i))
+        chunks.append(Chunk(n, Span(seek, first, last, start, end, halo), j - i))
     return chunks
 
 
 def resolve_network(options: RunOptions, log: Callable[[str], None]) -> RunOptions:
     """``options`` with ``--weights auto``/``--mirror auto`` decided on the file's first frames
     (as the file job would), so that all its chunks run the same network."""
+    from ..io.source import open_source, peek
     from ..models.weights import AUTO, AUTO_PROBE_FRAMES
-    from ..io.source import open_source
     from .assemble import choose_network
-    from .file_job import _peek
 
     if AUTO not in (options.weights, options.mirror):
         return options
     source = open_source(options.input, quantisers=True)
     try:
-        pictures, _, _ = _peek(source, AUTO_PROBE_FRAMES)
+        pictures, _ = peek(source, AUTO_PROBE_FRAMES)
         choice = choose_network(options.weights, options.mirror, pictures, source.info.codec)
     finally:
         source.close()
     for note in choice.notes:
         log(note)
     return replace(options, weights=choice.weights, mirror="on" if choice.mirror else "off")
-
-
-class _Window:
-    """The source's pictures from ``chunk.first`` to ``chunk.last`` (packets of other streams dropped)."""
-
-    def __init__(self, source, chunk: Chunk) -> None:
-        self.source, self.chunk = source, chunk
-        self.info = replace(source.info, copy_streams=())
-
-    def __iter__(self):
-        first, last = self.chunk.first, self.chunk.last
-        for item in self.source:
-            if not isinstance(item, Picture):
-                continue
-            if first is not None and item.pts < first:
-                continue
-            yield item
-            if last is not None and item.pts >= last:
-                return
-
-    def close(self) -> None:
-        self.source.close()
-
-
-class _OwnFrames:
-    """A sink that writes only the chunk's own frames (not the halo's)."""
-
-    def __init__(self, sink, chunk: Chunk) -> None:
-        self.sink, self.chunk, self.written = sink, chunk, 0
-
-    def write(self, picture: Picture) -> None:
-        c = self.chunk
-        if (c.start is None or picture.pts >= c.start) and (c.end is None or picture.pts < c.end):
-            self.sink.write(picture)
-            self.written += 1
-
-    def copy(self, item) -> None:
-        pass
-
-    def close(self) -> None:
-        self.sink.close()
-
-    def abort(self) -> None:
-        self.sink.abort()
-
-
-def run_chunk(options: RunOptions, chunk: Chunk, target: Path, *, log: Callable[[str], None] = print, metrics=None) -> dict:
-    """Upscale ``chunk`` of ``options.input`` into ``target``, video only (see module docstring);
-    ``options`` has its network resolved (:func:`resolve_network`). Returns ``frames``, ``damage``."""
-    from ..colour import ColourSpec
-    from ..io.damage import DamageLog
-    from ..io.sink import open_sink, output_spec
-    from ..io.source import open_source
-    from ..metrics import PipelineMetrics
-    from ..upscaler import VideoUpscaler
-    from .assemble import NetworkChoice, build_backend, face_engine
-    from .file_job import Pipeline, _peek, _Rest, provenance_tags
-
-    options.check()
-    metrics = metrics or PipelineMetrics()
-    damage = DamageLog(log, lambda stream, kind, n: metrics.input_damage.labels(stream, kind).inc(n))
-    source = open_source(options.input, quantisers=True, damage=damage)
-    backend = sink = None
-    started = time.perf_counter()
-    try:
-        if chunk.seek is not None:
-            if not hasattr(source, "seek"):
-                raise InputError(f"{options.input}: cannot seek in this input; run without --chunk-seconds")
-            source.seek(chunk.seek)
-        window_source = _Window(source, chunk)
-        pictures, head, rest = _peek(window_source, 1)
-        first = pictures[0]
-        weights = options.weights if isinstance(options.weights, Path) else None
-        choice = NetworkChoice(weights, weights.stem if weights else "default", options.mirror == "on", ())
-        backend = build_backend(options.backend, options.device, choice, threads=options.threads, log=log)
-        window = options.window or backend.window
-        if window // 2 > HALO:
-            raise InputError(f"--window {window} is wider than chunks allow ({2 * HALO + 1}); run without --chunk-seconds")
-        out_spec: ColourSpec = output_spec(first.spec, options.encoder.codec)
-        width, height = first.width * options.scale, first.height * options.scale
-        info = replace(window_source.info, display_matrix=getattr(source, "display_matrix", None))
-        raw = open_sink(str(target), info, width=width, height=height, spec=out_spec, tags=first.tags, settings=options.encoder, log=log, damage=damage, metadata=provenance_tags(options, choice, backend, window))
-        sink = _OwnFrames(raw, chunk)
-        faces = face_engine(options.faces, options.face_weights, options.face_every, metrics.face_frame, log)
-        upscaler = VideoUpscaler(backend, window=window, output_spec=out_spec, faces=faces)
-        rest_source = _Rest(window_source, rest)
-        pipeline = Pipeline(rest_source, upscaler, sink, metrics, queue_size=options.queue_size, scene_cuts=options.scene_cuts, first=head, damage=damage, log=log)
-        pipeline.run()
-        return {"frames": sink.written, "damage": damage.line(), "seconds": time.perf_counter() - started}
-    except BaseException:
-        if sink is not None:
-            sink.abort()
-        raise
-    finally:
-        source.close()
-        if backend is not None:
-            backend.close()
 
 
 def join(source: Path, parts: list[Path], target: Path, container: str | None = None) -> int:

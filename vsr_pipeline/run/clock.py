@@ -100,6 +100,7 @@ class RawFrame:
     picture: Picture
     arrival: float
     reason: str = "engine_late"  # why it would be upscaled classically
+    changed: bool = False  # its size or pixel format is not the previous frame's: the window restarts
 
 
 @dataclass

@@ -15,101 +15,71 @@ change is counted (``vsr_input_changes_total``) and reported, and pictures of an
 fitted into the output with their aspect ratio kept (black bars): one larger than the first is
 first reduced to fit it (the network never runs on more pixels than the first picture has), one
 smaller is upscaled by the network and then enlarged classically to fit.
+
+With :attr:`RunOptions.span` the job upscales one stretch of the file (a chunk of ``vsr batch
+--chunk-seconds``, :mod:`.chunks`): it decodes the span's pictures and their neighbours and
+writes the span's own pictures, video only, with their timestamps.
 """
 
 from __future__ import annotations
 
-import itertools
 import queue
-import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable
 
 from ..classical import fitted_size, letterbox, resize
 from ..colour import ColourSpec
 from ..engines.base import Backend
 from ..errors import ConfigError
-from ..io.damage import DamageLog
+from ..io.damage import DamageLog, FormatWatch
 from ..io.frames import Picture
 from ..io.sink import Sink, open_sink, output_spec
-from ..io.source import Passthrough, Source, open_source
+from ..io.source import Passthrough, Span, open_source, peek
 from ..metrics import PipelineMetrics
 from ..scenecut import SceneCutDetector
 from ..upscaler import VideoUpscaler
 from .assemble import build_backend, choose_network, face_engine, macs_per_frame, metrics_server
-from .harness import Harness, Stopped
+from .harness import Harness, Stopped, close_all, progress_bar
 from .options import RunOptions
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What a run did."""
-
-    frames: int
-    input_size: tuple[int, int]
-    output_size: tuple[int, int]
-    seconds: float
-    backend: str
-    device: str
-    window: int
-    scene_cuts: int
-    output: str
-    damage: str = ""  #: :meth:`DamageLog.line` of the input, empty when it was clean
-
-    @property
-    def damaged(self) -> bool:
-        return bool(self.damage)
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-    def line(self) -> str:
-        (w, h), (ow, oh) = self.input_size, self.output_size
-        return (
-            f"upscaled {self.frames} frames {w}x{h} -> {ow}x{oh} in {self.seconds:.1f} s ({self.fps:.2f} fps) "
-            f"with {self.backend}/{self.device}, window {self.window}, {self.scene_cuts} scene cuts -> {self.output}"
-        )
+from .summary import RunSummary
 
 
 _EOS = object()
 
 
 class Pipeline:
-    """Runs one source through the upscaler into one sink (see module docstring)."""
+    """Runs a source's items (pictures and packets to copy) through the upscaler into one sink
+    (see module docstring); ``rate``: the source's frame rate, to retime with; ``span``: write
+    only its own pictures."""
 
-    def __init__(self, source: Source, upscaler: VideoUpscaler, sink: Sink, metrics: PipelineMetrics, *, queue_size: int = 8, scene_cuts: bool = True, first: list | None = None, damage: DamageLog | None = None, log: Callable[[str], None] = print) -> None:
-        self.source, self.upscaler, self.sink, self.metrics = source, upscaler, sink, metrics
+    def __init__(self, items: Iterable, upscaler: VideoUpscaler, sink: Sink, metrics: PipelineMetrics, *, rate: Fraction | None = None, queue_size: int = 8, scene_cuts: bool = True, span: Span | None = None, damage: DamageLog | None = None, log: Callable[[str], None] = print) -> None:
+        self.items, self.rate, self.span = items, rate or Fraction(25), span
+        self.upscaler, self.sink, self.metrics = upscaler, sink, metrics
         self.decoded: queue.Queue = queue.Queue(maxsize=queue_size)
         self.upscaled: queue.Queue = queue.Queue(maxsize=queue_size)
         metrics.queues = {"decoded": self.decoded, "upscaled": self.upscaled}
         metrics.window_frames = lambda: upscaler.held
         self.detector = SceneCutDetector() if scene_cuts else None
         self.cuts = 0
-        self._first = first or []
         self.damage = damage if damage is not None else DamageLog()
         self._last_pts: int | None = None
         self._pts_shift = 0
-        self._log = log
-        self._first_format: tuple | None = None  # (width, height, spec) of the first picture: the output is x2 its size
-        self._format: tuple | None = None  # and of the latest one
-        self.changes = 0
+        self.formats = FormatWatch(log, lambda kind: metrics.input_changes.labels(kind).inc(), upscaler.scale)  # the output is x2 the first picture's size
         self.harness = Harness(on_error=lambda stage, exc: metrics.errors.labels(stage, type(exc).__name__).inc())
         self._put, self._get = self.harness.put, self.harness.get
 
     # -- stages -------------------------------------------------------------------------------
     def _decode(self) -> None:
-        items: Iterator = itertools.chain(self._first, self.source)
         started = time.perf_counter()
-        for item in items:
+        for item in self.items:
             if self.harness.halt.is_set():
                 raise Stopped
             if isinstance(item, Picture):
                 item = self._timed(item)
-                changed = self._format_changed(item)
+                changed = self.formats.changed(item)
                 if changed and self.detector is not None:  # thumbnails of another size do not compare
                     self.detector = SceneCutDetector(self.detector.config)
                 item = self._reduced(item)
@@ -132,8 +102,7 @@ class Pipeline:
         such jump is recorded once."""
         pts = picture.pts + self._pts_shift
         if self._last_pts is not None and pts <= self._last_pts:
-            rate = self.source.info.rate or Fraction(25)
-            step = max(1, round(1 / (rate * picture.time_base)))
+            step = max(1, round(1 / (self.rate * picture.time_base)))
             new = self._last_pts + step
             self._pts_shift += new - pts
             self.damage.record("video", "retimed", f"timestamps go back at picture {picture.index} ({float(pts * picture.time_base):.3f} s, after {float(self._last_pts * picture.time_base):.3f} s); it and the pictures after it are moved {float(self._pts_shift * picture.time_base):+.3f} s")
@@ -141,27 +110,9 @@ class Pipeline:
         self._last_pts = pts
         return picture if pts == picture.pts else replace(picture, pts=pts)
 
-    def _format_changed(self, picture: Picture) -> bool:
-        """Is this picture's size or pixel format not the previous picture's? (counted, reported)"""
-        current = (picture.width, picture.height, picture.spec)
-        previous, self._format = self._format, current
-        if self._first_format is None:
-            self._first_format = current
-        if previous is None or current == previous:
-            return False
-        kind = "size" if current[:2] != previous[:2] else "format"
-        self.changes += 1
-        self.metrics.input_changes.labels(kind).inc()
-        width, height, _ = self._first_format
-        scale = self.upscaler.scale
-        fitted = "" if current[:2] == (width, height) else f"; its pictures are fitted into the {width * scale}x{height * scale} output with their aspect ratio kept (black bars)"
-        self._log(f"warning: the input changes from {_describe_format(previous)} to {_describe_format(current)} at picture {picture.index} "
-                  f"({float(picture.pts * picture.time_base):.3f} s); the window restarts there as at a scene cut{fitted}")
-        return True
-
     def _reduced(self, picture: Picture) -> Picture:
         """A picture larger than the first (in either direction) reduced to fit inside it."""
-        width, height, _ = self._first_format
+        width, height, _ = self.formats.first
         if picture.width <= width and picture.height <= height:
             return picture
         return resize(picture, *fitted_size(picture.width, picture.height, width, height))
@@ -184,7 +135,7 @@ class Pipeline:
             self._emit(outputs, time.perf_counter() - started)
 
     def _emit(self, outputs: list[Picture], seconds: float) -> None:
-        width, height, _ = self._first_format or (0, 0, None)
+        width, height, _ = self.formats.first or (0, 0, None)
         scale = self.upscaler.scale
         for out in outputs:
             if (out.width, out.height) != (width * scale, height * scale):
@@ -201,7 +152,7 @@ class Pipeline:
             started = time.perf_counter()
             if isinstance(item, Passthrough):
                 self.sink.copy(item)
-            else:
+            elif self.span is None or self.span.owns(item.pts):
                 self.sink.write(item)
                 self.metrics.frame_done("encode", time.perf_counter() - started)
 
@@ -245,49 +196,6 @@ def provenance_tags(options: RunOptions, choice, backend: Backend, window: int) 
     return {"comment": text, "service_provider": f"vsr_pipeline {__version__}", "service_name": text[:250]}
 
 
-def _describe_format(fmt: tuple) -> str:
-    width, height, spec = fmt
-    sx, sy = spec.subsampling
-    chroma = {(2, 2): "4:2:0", (2, 1): "4:2:2", (1, 1): "4:4:4"}.get((sx, sy), f"{sx}x{sy}")
-    return f"{width}x{height} {spec.bit_depth}-bit {chroma} {spec.matrix} {'full' if spec.full_range else 'limited'} range"
-
-
-def _peek(source: Source, pictures: int = 1) -> tuple[list[Picture], list, Iterator]:
-    """Decode the first ``pictures`` pictures (fewer if the input is shorter).
-
-    Returns:
-        ``(pictures, head, rest)``: the pictures, every item read so far in order (pictures and
-        the packets between them), and the iterator over the rest.
-    """
-    it = iter(source)
-    head: list = []
-    found: list[Picture] = []
-    for item in it:
-        head.append(item)
-        if isinstance(item, Picture):
-            found.append(item)
-            if len(found) == pictures:
-                break
-    if not found:
-        from ..errors import InputError
-
-        raise InputError(f"{source.info.name}: no video frame could be decoded")
-    return found, head, it
-
-
-class _Rest:
-    """Presents an already started iterator as the source for the decode stage."""
-
-    def __init__(self, source: Source, rest: Iterator) -> None:
-        self.info, self._rest = source.info, rest
-
-    def __iter__(self):
-        return self._rest
-
-    def close(self) -> None:
-        pass
-
-
 def run_file(options: RunOptions, *, log: Callable[[str], None] = print, progress: bool | None = None, metrics: PipelineMetrics | None = None, backend: Backend | None = None) -> RunSummary:
     """Upscale the file (or non-live URL) ``options.input`` into ``options.output``; return a summary.
 
@@ -304,18 +212,20 @@ def run_file(options: RunOptions, *, log: Callable[[str], None] = print, progres
     auto = backend is None and AUTO in (options.weights, options.mirror)
     damage = DamageLog(log, lambda stream, kind, n: metrics.input_damage.labels(stream, kind).inc(n))
     # Quantisers always: the network's coding condition reads them (and ``auto`` picks by them).
-    source = open_source(options.input, quantisers=True, damage=damage)
+    source = open_source(options.input, quantisers=True, damage=damage, span=options.span)
     server = None
     sink = None
     try:
         info = source.info
-        pictures, head, rest = _peek(source, AUTO_PROBE_FRAMES if auto else 1)
+        pictures, items = peek(source, AUTO_PROBE_FRAMES if auto else 1)
         first = pictures[0]
         choice = None
         if backend is None:
             choice = choose_network(options.weights, options.mirror, pictures, info.codec)
             backend = build_backend(options.backend, options.device, choice, threads=options.threads, log=log)
         window = options.window or backend.window
+        if options.span is not None and window // 2 > options.span.halo:
+            raise ConfigError(f"--window {window} is wider than chunks allow ({2 * options.span.halo + 1}); run without --chunk-seconds")
         metrics.backend_info.labels(backend.name, backend.device).set(1)
         metrics.input_frames.set(info.frames)
         metrics.macs.set(macs_per_frame(backend, info.height, info.width, window))
@@ -328,8 +238,8 @@ def run_file(options: RunOptions, *, log: Callable[[str], None] = print, progres
         sink = open_sink(options.output, shown, width=width, height=height, spec=out_spec, tags=first.tags, settings=options.encoder, log=log, damage=damage, metadata=provenance_tags(options, choice, backend, window))
         faces = face_engine(options.faces, options.face_weights, options.face_every, metrics.face_frame, log)
         upscaler = VideoUpscaler(backend, window=window, output_spec=out_spec, faces=faces)
-        pipeline = Pipeline(_Rest(source, rest), upscaler, sink, metrics, queue_size=options.queue_size, scene_cuts=options.scene_cuts, first=head, damage=damage, log=log)
-        bar = _progress_bar(info.frames, progress)
+        pipeline = Pipeline(items, upscaler, sink, metrics, rate=info.rate, queue_size=options.queue_size, scene_cuts=options.scene_cuts, span=options.span, damage=damage, log=log)
+        bar = progress_bar(info.frames, progress, "upscaling")
         started = time.perf_counter()
 
         def tick() -> None:
@@ -346,28 +256,10 @@ def run_file(options: RunOptions, *, log: Callable[[str], None] = print, progres
         seconds = time.perf_counter() - started
         if server is not None and options.metrics_linger > 0:
             time.sleep(options.metrics_linger)
-        return RunSummary(metrics.count("encode"), (first.width, first.height), (width, height), seconds, backend.name, backend.device, window, pipeline.cuts, options.output, damage.line())
+        return RunSummary(metrics.count("encode"), (first.width, first.height), (width, height), seconds, options.output, backend.name, backend.device, window, pipeline.cuts, damage.line())
     except BaseException:
         if sink is not None:
             sink.abort()
         raise
     finally:
-        source.close()
-        if server is not None:
-            server.close()
-        if backend is not None:
-            backend.close()
-
-
-def _progress_bar(total: int, enabled: bool | None):
-    """A tqdm bar on a terminal (frames, fps, ETA); None when not wanted or not a terminal."""
-    if enabled is False or (enabled is None and not sys.stderr.isatty()):
-        return None
-    import shutil
-
-    from tqdm import tqdm
-
-    size = shutil.get_terminal_size((100, 20))
-    # Some terminals report 0 x 0; tqdm then draws an empty bar or none at all.
-    width, height = (size.columns if size.columns >= 40 else 100), (size.lines if size.lines >= 2 else 20)
-    return tqdm(total=total or None, unit="frame", desc="upscaling", ncols=width, nrows=height, file=sys.stderr)
+        close_all(source, server, backend)

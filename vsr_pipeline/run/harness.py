@@ -8,16 +8,22 @@ or empty queue never blocks a stopping job. The first exception of any stage is 
 job's metrics, halts every stage, and is raised again in the caller's thread by
 :meth:`Harness.wait`: a :class:`VsrError` as it is, anything else as
 ``VsrError("<stage> stage failed: <message> (an unexpected failure; ...)")`` with the original as
-its cause (words only: never the exception's class name).
+its cause (words only: never the exception's class name). :func:`progress_bar` is what the
+waiting caller shows on a terminal, :func:`close_all` what it closes at the end.
 """
 
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from typing import Callable
 
 from ..errors import VsrError
+
+
+#: How PyTorch (CPU and CUDA) and ONNX Runtime say that an allocation failed.
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate memory")
 
 
 class Stopped(Exception):
@@ -125,4 +131,31 @@ class Harness:
             raise exc
         # Words only: the message, never the exception's class name (``--debug`` shows the traceback).
         text = str(exc).strip().rstrip(".") or "no details"
+        if isinstance(exc, MemoryError) or any(words in text.lower() for words in _OUT_OF_MEMORY):
+            raise VsrError(f"{stage} stage ran out of memory (run with --debug for details); try a smaller --window, --queue or --threads, or a smaller input") from exc
         raise VsrError(f"{stage} stage failed: {text} (an unexpected failure; run with --debug for details)") from exc
+
+
+def close_all(*parts) -> None:
+    """Close each of ``parts`` that is not None, in order (a job's source, server, backend...)."""
+    for part in parts:
+        if part is not None:
+            part.close()
+
+
+def progress_bar(total: int, enabled: bool | None, desc: str):
+    """A tqdm bar of frames on a terminal (fps, ETA); None when not wanted or not a terminal."""
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    width, height = terminal_size()
+    return tqdm(total=total or None, unit="frame", desc=desc, ncols=width, nrows=height, file=sys.stderr)
+
+
+def terminal_size() -> tuple[int, int]:
+    """Columns and rows; some terminals report 0 x 0, and tqdm then draws nothing."""
+    import shutil
+
+    size = shutil.get_terminal_size((100, 20))
+    return (size.columns if size.columns >= 40 else 100), (size.lines if size.lines >= 2 else 20)

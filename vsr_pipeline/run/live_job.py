@@ -21,6 +21,10 @@ Three stages on the thread harness (:mod:`.harness`); the clock and slots are in
   or dropped frame is counted in the metrics and summarised in the log.
 
 Output timestamps are the slot numbers: monotonic across stalls, reconnects and output retries.
+The output keeps one size, x2 the first picture's: where the input changes picture size or pixel
+format (an ad break, a reconnect to another feed), the change is said and counted
+(``vsr_input_changes_total``), the window restarts as at a scene cut, and pictures of another
+size are fitted into the first size with their aspect ratio kept (black bars).
 """
 
 from __future__ import annotations
@@ -28,15 +32,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, replace
-from fractions import Fraction
+from dataclasses import replace
 from typing import Callable
 
-from ..classical import black, upscale_to
+from ..classical import black, letterbox, upscale_to
 from ..colour import ColourSpec
 from ..engines.base import Backend
 from ..errors import ConfigError
 from ..io.audio import RATE, AudioTimeline
+from ..io.damage import FormatWatch
 from ..io.frames import Picture
 from ..io.ingest import AudioEvent, Connected, LiveInput, Stall, StreamFormat, VideoEvent
 from ..io.live_output import LiveOutput
@@ -47,35 +51,9 @@ from ..scenecut import SceneCutDetector
 from ..upscaler import VideoUpscaler
 from .assemble import build_backend, choose_network, face_engine, metrics_server
 from .clock import Clock, RawFrame, SlotMapper, Slots
-from .harness import Harness, Stopped
+from .harness import Harness, Stopped, close_all
 from .options import RunOptions
-
-
-@dataclass(frozen=True)
-class StreamSummary:
-    """What a live run did (counts of output frames by kind, and of faults)."""
-
-    frames: int
-    upscaled: int
-    short_window: int
-    classical: int
-    repeated: int
-    dropped: int
-    stalls: int
-    reconnects: int
-    seconds: float
-    input_size: tuple[int, int]
-    output_size: tuple[int, int]
-    rate: Fraction
-    output: str
-
-    def line(self) -> str:
-        (w, h), (ow, oh) = self.input_size, self.output_size
-        return (
-            f"streamed {self.frames} frames {w}x{h} -> {ow}x{oh} at {float(self.rate):.3g} fps in {self.seconds:.1f} s: "
-            f"{self.upscaled} by the network ({self.short_window} with window 1), {self.classical} classical (engine behind), {self.repeated} repeated (input stalled), "
-            f"{self.dropped} dropped; {self.stalls} stalls, {self.reconnects} reconnects -> {self.output}"
-        )
+from .summary import StreamSummary
 
 
 _EOS = object()
@@ -105,6 +83,7 @@ class LivePipeline:
         self.last_tick = time.monotonic()
         self.frames_out = 0
         self._sr_seconds = 0.0  # moving average of one network step
+        self.formats = FormatWatch(log, lambda kind: metrics.input_changes.labels(kind).inc())
         self._degraded_logged = 0.0
 
     # -- health -----------------------------------------------------------------------------------
@@ -222,8 +201,11 @@ class LivePipeline:
         if slot is None:
             self.metrics.dropped.labels("duplicate_slot").inc()
             return
+        changed = self.formats.changed(event.picture)
         picture = replace(event.picture, slot=slot)
-        raw = RawFrame(picture, event.arrival)
+        if (picture.width, picture.height) != (self.format.width, self.format.height):  # one size: the first's
+            picture = letterbox(picture, self.format.width, self.format.height)
+        raw = RawFrame(picture, event.arrival, changed=changed)
         self.slots.put_raw(slot, raw)
         try:
             self.sr_queue.put_nowait(raw)
@@ -255,9 +237,12 @@ class LivePipeline:
                         self.slots.put_ready(out, short=current is single)
                 break
             slot = item.picture.slot
+            if item.changed and detector is not None:  # pictures of another format do not compare
+                detector = SceneCutDetector(detector.config)
             cut = bool(detector is not None and detector.is_cut(item.picture.y, item.picture.spec.max_code))
             if cut:
                 self.metrics.scene_cuts.inc()
+            cut = cut or item.changed
             continuing = current is full and previous == slot - 1
             choice = self._choose(slot, continuing, radius)
             if current is full and choice != "continue":
@@ -425,10 +410,7 @@ def run_live(options: RunOptions, *, log: Callable[[str], None] = print, metrics
             pipeline.input.close()
         raise
     finally:
-        if server is not None:
-            server.close()
-        if backend is not None:
-            backend.close()
+        close_all(server, backend)
 
 
 def _relay(stop: threading.Event, halt: threading.Event, pipeline: LivePipeline) -> None:

@@ -2,12 +2,13 @@
 
 ``vsr upscale`` and ``vsr stream`` both build a :class:`RunOptions`; :meth:`RunOptions.check`
 validates it and says whether the job is a file job or a live job (from the input URL). Options
-mean the same on both paths; a few only matter on one (``queue_size`` and ``metrics_linger`` for
+mean the same on both paths; a few only matter on one (``queue_size``, ``metrics_linger`` and ``span`` for
 files, :class:`LiveOptions` for live streams) and are ignored on the other.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -15,12 +16,18 @@ from typing import Literal
 from .._files import ensure_folder
 from ..errors import ConfigError
 from ..io.sink import EncoderSettings, check_encoder
+from ..io.source import Span
 from ..io.urls import Endpoint, parse_endpoint
 
 Switch = Literal["on", "off", "auto"]
 BackendName = Literal["auto", "tensorrt", "torch", "onnxruntime"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 Slate = Literal["repeat", "black"]
+
+#: Widest temporal window (chunks of ``vsr batch`` decode 7 neighbours on each side).
+MAX_WINDOW = 15
+#: Largest inter-stage queue, in frames, and most inference threads.
+MAX_QUEUE, MAX_THREADS = 1024, 256
 
 
 @dataclass(frozen=True)
@@ -51,14 +58,14 @@ class LiveOptions:
     duration: float | None = None
 
     def check(self) -> None:
-        if self.latency <= 0 or self.stall_timeout <= 0 or self.keyint_seconds <= 0:
-            raise ConfigError("--latency, --stall-timeout and --keyint must be positive")
-        if self.connect_timeout < 0 or self.reconnect_max <= 0:
-            raise ConfigError("--connect-timeout must be >= 0 and --reconnect-max positive")
+        for option, value, zero_ok in (
+            ("--latency", self.latency, False), ("--stall-timeout", self.stall_timeout, False), ("--keyint", self.keyint_seconds, False),
+            ("--reconnect-max", self.reconnect_max, False), ("--connect-timeout", self.connect_timeout, True), ("--duration", self.duration, False),
+        ):
+            if value is not None and not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+                raise ConfigError(f"{option} {value}: must be a {'non-negative' if zero_ok else 'positive'} number of seconds")
         if self.slate not in ("repeat", "black"):
             raise ConfigError(f"--slate {self.slate}: use repeat or black")
-        if self.duration is not None and self.duration <= 0:
-            raise ConfigError(f"--duration {self.duration}: must be positive")
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class RunOptions:
         metrics_host: address the metrics server binds (loopback by default).
         queue_size: files: bound of each inter-stage queue, in frames.
         metrics_linger: files: seconds to keep serving metrics after the end, so a scrape sees it.
+        span: files: upscale only this stretch, video only (a chunk of ``vsr batch``).
         live: live streams: clock, stalls and reconnects.
     """
 
@@ -110,6 +118,7 @@ class RunOptions:
     metrics_host: str = "127.0.0.1"
     queue_size: int = 8
     metrics_linger: float = 0.0
+    span: Span | None = None
     live: LiveOptions = field(default_factory=LiveOptions)
 
     def check(self) -> tuple[Endpoint, Endpoint]:
@@ -118,12 +127,16 @@ class RunOptions:
         source, target = parse_endpoint(self.input, output=False), parse_endpoint(self.output, output=True)
         if self.scale != 2:
             raise ConfigError(f"--scale {self.scale}: only x2 is supported")
-        if self.window is not None and (self.window < 1 or self.window % 2 == 0):
-            raise ConfigError(f"--window {self.window}: must be an odd number >= 1")
+        if self.window is not None and (self.window not in range(1, MAX_WINDOW + 1) or self.window % 2 == 0):
+            raise ConfigError(f"--window {self.window}: must be an odd number from 1 to {MAX_WINDOW}")
         if not 0 <= self.encoder.crf <= 63:
             raise ConfigError(f"--crf {self.encoder.crf}: must be between 0 and 63")
-        if self.queue_size < 1:
-            raise ConfigError(f"queue size {self.queue_size}: must be >= 1")
+        if self.queue_size not in range(1, MAX_QUEUE + 1):
+            raise ConfigError(f"--queue {self.queue_size}: must be from 1 to {MAX_QUEUE} frames")
+        if self.threads not in range(MAX_THREADS + 1):
+            raise ConfigError(f"--threads {self.threads}: must be from 0 (automatic) to {MAX_THREADS}")
+        if not 0 <= self.metrics_linger <= 3600:  # also refuses nan
+            raise ConfigError(f"--metrics-linger {self.metrics_linger}: must be from 0 to 3600 seconds")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"--metrics-port {self.metrics_port}: not a TCP port")
         for option, value, allowed in (
