@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -206,3 +207,157 @@ def test_face_commands_take_the_video_weights_to_refine():
     assert parser.parse_args(["faces", "eval", "--weights", "w.safetensors"]).weights == Path("w.safetensors")
     tr = parser.parse_args(["faces", "train", "--video-weights", "v.safetensors", "--channels", "64", "--blocks", "6"])
     assert tr.video_weights == Path("v.safetensors") and (tr.channels, tr.blocks) == (64, 6)
+
+
+# --- the face set of ``vsr faces data`` (real faces of ../shared/data/faces, split by identity) ---
+
+from vsr_pipeline.train.footage import default_shared_root  # noqa: E402
+
+SHARED_FACES = default_shared_root() / "faces"
+needs_shared_faces = pytest.mark.skipif(not (SHARED_FACES / "SOURCES.md").is_file(), reason=f"the shared faces folder is not at {SHARED_FACES} (set VSR_SHARED_DATA)")
+
+
+def _subset() -> tuple[str, ...]:
+    """A small subset with a training, a validation and a held-out person (video and photo)."""
+    from vsr_pipeline.train.face_data import load_identities, split_identities
+
+    identities, test = load_identities()
+    split = split_identities(identities, test, val_count=5, seed=0)
+    pick = {}
+    for name in sorted(identities):
+        key = (split[identities[name]], name.split("/")[0])
+        if key not in pick and key != ("test", "photos"):
+            pick[key] = name
+    return tuple(sorted(pick.values()))
+
+
+@needs_shared_faces
+def test_every_shared_face_file_has_an_identity_and_no_person_is_in_two_splits():
+    from vsr_pipeline.train.face_data import load_identities, shared_files, split_identities
+
+    identities, test = load_identities()
+    files = shared_files(SHARED_FACES, identities)
+    assert len([f for f in files if f.startswith("video/")]) == 17 and len([f for f in files if f.startswith("photos/")]) == 75
+    # the 17 videos are 17 people, joined only where the descriptor could not tell them apart
+    videos = {identities[f] for f in files if f.startswith("video/")}
+    assert len(videos) == 16 and identities["video/liveportrait/driving_d12.mp4"] == identities["video/liveportrait/driving_d0.mp4"]
+    assert identities["photos/liveportrait/source_s11.jpg"] == identities["video/liveportrait/driving_d11.mp4"]
+    for seed in range(5):
+        split = split_identities(identities, test, val_count=5, seed=seed)
+        by_file = {f: split[identities[f]] for f in files}
+        for person in set(identities.values()):
+            assert len({by_file[f] for f in files if identities[f] == person}) == 1, person
+        assert {p for p, s in split.items() if s == "test"} == set(test)
+        assert sum(s == "val" for s in split.values()) == 5
+    # the held-out people are the face videos the video network did not train on either
+    from vsr_pipeline.train.footage import SPLITS
+
+    held = {f for f in files if identities[f] in test}
+    assert held >= {"video/liveportrait/driving_d0.mp4", "video/liveportrait/source_s13.mp4"}
+    assert all(SPLITS.get(f"faces/{f}") in ("val", "test") for f in held if f != "video/liveportrait/driving_d12.mp4")
+
+
+@needs_shared_faces
+def test_face_set_is_built_by_identity_with_checksums_and_reproducibly(tmp_path):
+    from vsr_pipeline._files import file_sha256
+    from vsr_pipeline.train.face_data import CROP, PATCH, RUN, FaceDataConfig, build_face_data, load_face_set, manifest_digest
+
+    cfg = FaceDataConfig(photo_samples=1, video_samples=1, eval_frames=4, only=_subset())
+    first = build_face_data(SHARED_FACES, tmp_path / "a", cfg, log=lambda _: None)
+    # split by identity: every source, sample and eval clip of a person in that person's split
+    split_of = {p: s for s, people in first["identities"].items() for p in people}
+    assert not set(first["identities"]["train"]) & set(first["identities"]["val"]) and not set(first["identities"]["test"]) & (set(first["identities"]["train"]) | set(first["identities"]["val"]))
+    for source in first["sources"]:
+        assert source["split"] == split_of[source["identity"]]
+        assert source["sha256"] == file_sha256(SHARED_FACES / source["file"]) and source["listed_in_sources_md"]
+        assert "commit" in source["provenance"] or "1986663" in source["provenance"] or "243209f" in source["provenance"]
+    for split in ("train", "val"):
+        samples = json.loads((tmp_path / "a" / split / "samples.json").read_text())
+        assert samples and {s["identity"] for s in samples} <= set(first["identities"][split])
+    assert [c["identity"] for c in first["files"]] and all(split_of[c["identity"]] == "test" and c["kind"] == "faces" for c in first["files"])
+    for name, digest in first["outputs"].items():
+        assert file_sha256(tmp_path / "a" / name) == digest
+    train = load_face_set(tmp_path / "a", "train")
+    assert train.lr_y.shape[1:] == (RUN, PATCH, PATCH) and train.hr_y.shape[1:] == (2 * PATCH, 2 * PATCH)
+    from vsr_pipeline.faces.align import crop_side
+
+    assert all(crop_side(m) == CROP for m in train.marks.astype(np.float64))
+    # the same seed and sources: the same files; another seed: other samples
+    second = build_face_data(SHARED_FACES, tmp_path / "b", cfg, log=lambda _: None)
+    assert second["outputs"] == first["outputs"] and manifest_digest(second) == manifest_digest(first)
+    other = build_face_data(SHARED_FACES, tmp_path / "c", FaceDataConfig(photo_samples=1, video_samples=1, eval_frames=4, only=_subset(), seed=1), log=lambda _: None)
+    assert other["outputs"]["train/hr_y.npy"] != first["outputs"]["train/hr_y.npy"]
+
+
+@needs_shared_faces
+def test_a_changed_source_file_is_refused(tmp_path):
+    import shutil
+
+    from vsr_pipeline.train.face_data import FaceDataConfig, build_face_data
+
+    fake = tmp_path / "faces"
+    shutil.copytree(SHARED_FACES, fake, ignore=shutil.ignore_patterns("*.mp4", "*.jpg"))
+    name = "photos/deepface/img1.jpg"
+    (fake / name).write_bytes((SHARED_FACES / name).read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(VsrError, match="differs from SOURCES.md"):
+        build_face_data(fake, tmp_path / "out", FaceDataConfig(only=(name,)), log=lambda _: None)
+
+
+@needs_shared_faces
+def test_track_training_resumes_where_it_stopped_and_gives_the_same_weights(tmp_path, tiny_weights):
+    from vsr_pipeline.faces.engine import load_face_net
+    from vsr_pipeline.train.face_data import FaceDataConfig, build_face_data
+    from vsr_pipeline.train.face_track_train import TrackTrainConfig, load_face_set, make_track_pool, train_face_track, validate, with_fewer
+
+    data = tmp_path / "faces"
+    build_face_data(SHARED_FACES, data, FaceDataConfig(photo_samples=1, video_samples=1, eval_frames=4, only=_subset()), log=lambda _: None)
+    pool = make_track_pool(load_face_set(data, "val"), str(tiny_weights), log=lambda _: None)
+    model = FaceSRConfig(channels=8, blocks=1, frames=3)
+    zero = FaceSRNet(model).eval()
+    assert validate(zero, pool)["gain_db"] == 0.0  # the last layer at zero: exactly the video output
+    crops = torch.arange(5.0).view(1, 5, 1)
+    assert with_fewer(crops, 2).flatten().tolist() == [3.0, 3.0, 3.0, 3.0, 4.0]
+
+    def cfg(folder: str, steps: int) -> TrackTrainConfig:
+        return TrackTrainConfig(data=data, out=tmp_path / folder / "f.safetensors", steps=steps, batch=2, window=32, val_every=2, checkpoint_every=2, model=model, video_weights=str(tiny_weights))
+
+    straight = train_face_track(cfg("straight", 4), log=lambda _: None)
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(line: str) -> None:  # the run is killed right after its step-2 checkpoint
+        if '"step": 2,' in line and "validation" in line:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_face_track(cfg("resumed", 4), log=interrupt)
+    assert not (tmp_path / "resumed" / "f.safetensors").exists()
+    logs: list[str] = []
+    resumed = train_face_track(cfg("resumed", 4), log=logs.append)
+    assert any("resumed at step 2" in line for line in logs)
+    assert [h["step"] for h in resumed["history"]] == [h["step"] for h in straight["history"]]
+    a, b = load_face_net(tmp_path / "straight" / "f.safetensors"), load_face_net(tmp_path / "resumed" / "f.safetensors")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert a.config.frames == 3
+
+
+def test_face_data_and_track_training_bad_input_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    for args in (["faces", "data", "--shared", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], ["faces", "train", "--face-data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "w.safetensors")], ["faces", "train", "--face-data", str(tmp_path), "--frames", "0"], ["faces", "data", "--photo-samples", "-1"]):
+        r = subprocess.run([sys.executable, "-m", "vsr_pipeline", *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
+def test_face_commands_parse_the_face_set_options():
+    from vsr_pipeline.cli import build_parser
+
+    parser = build_parser()
+    data = parser.parse_args(["faces", "data", "--shared", "s", "--out", "o", "--video-samples", "3", "--limit", "2"])
+    assert (data.shared, data.out, data.video_samples, data.limit, data.seed) == (Path("s"), Path("o"), 3, 2, 0)
+    tr = parser.parse_args(["faces", "train", "--face-data", "data/faces", "--frames", "3", "--window", "48"])
+    assert tr.face_data == Path("data/faces") and (tr.frames, tr.window) == (3, 48)
+    assert parser.parse_args(["faces", "train", "--face-data", "d"]).frames == 1
+    assert parser.parse_args(["faces", "eval", "--conditions", "crf18", "crf28"]).conditions == ["crf18", "crf28"]

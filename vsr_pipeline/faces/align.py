@@ -128,3 +128,59 @@ def paste(frame: torch.Tensor, face: torch.Tensor, m: np.ndarray, scale: int = 2
     region = frame[..., y0:y1, x0:x1]
     frame[..., y0:y1, x0:x1] = torch.where(weight > 0, region + weight * (restored - region), region)
     return frame
+
+
+def _luma(crop: torch.Tensor) -> torch.Tensor:
+    """``(1, 3, s, s)`` RGB -> ``(s, s)`` float64 luma (BT.709 weights), mean removed."""
+    y = (0.2126 * crop[0, 0] + 0.7152 * crop[0, 1] + 0.0722 * crop[0, 2]).double()
+    return y - y.mean()
+
+
+def _peak_offset(left: float, centre: float, right: float) -> float:
+    """Sub-pixel position of a peak from three samples (parabola through them), in [-0.5, 0.5]."""
+    denom = left - 2 * centre + right
+    return 0.0 if denom >= 0 else float(np.clip(0.5 * (left - right) / denom, -0.5, 0.5))
+
+
+def estimate_shift(reference: torch.Tensor, moving: torch.Tensor, max_shift: float) -> np.ndarray:
+    """Translation ``d`` (crop pixels, ``(dx, dy)``) such that ``moving`` sampled at ``u + d``
+    matches ``reference`` at ``u``: phase correlation of the luma of two ``(1, 3, s, s)`` crops
+    (Hann window, sub-pixel peak). A peak farther than ``max_shift`` is not trusted: zero."""
+    side = reference.shape[-1]
+    hann = torch.hann_window(side, periodic=False, dtype=torch.float64)
+    window = hann[:, None] * hann[None, :]
+    a = torch.fft.rfft2(_luma(reference) * window)
+    b = torch.fft.rfft2(_luma(moving) * window)
+    cross = a.conj() * b
+    corr = torch.fft.irfft2(cross / cross.abs().clamp(min=1e-12), s=(side, side))
+    iy, ix = divmod(int(torch.argmax(corr)), side)
+    dy = _peak_offset(float(corr[iy - 1, ix]), float(corr[iy, ix]), float(corr[(iy + 1) % side, ix]))
+    dx = _peak_offset(float(corr[iy, ix - 1]), float(corr[iy, ix]), float(corr[iy, (ix + 1) % side]))
+    shift = np.array([(ix + side // 2) % side - side // 2 + dx, (iy + side // 2) % side - side // 2 + dy])
+    return shift if np.abs(shift).max() <= max_shift else np.zeros(2)
+
+
+def register(reference: torch.Tensor, neighbour: torch.Tensor, m: np.ndarray, side: int, *, iterations: int = 2) -> np.ndarray:
+    """The crop transform of the same face in an earlier frame: ``m`` (the current frame's crop,
+    :func:`crop_transform`) moved by the translation that registers ``neighbour``'s crop on
+    ``reference``'s (both ``(1, 3, H, W)`` frames). Tracked landmarks only move at detection
+    frames and jitter; this follows the face itself, to a fraction of a pixel."""
+    target = extract(reference, m, side)
+    moved = m.copy()
+    total = np.zeros(2)
+    for _ in range(iterations):
+        step = estimate_shift(target, extract(neighbour, moved, side), max_shift=side / 4)
+        if not np.any(step) or np.abs(total + step).max() > side / 4:
+            break
+        total = total + step
+        moved = np.hstack([m[:, :2], m[:, 2:] + m[:, :2] @ total[:, None]])
+    return moved
+
+
+def track_crops(current: torch.Tensor, earlier: list[torch.Tensor], m: np.ndarray, side: int) -> torch.Tensor:
+    """``(1, T, 3, side, side)``: the crops of one face in ``earlier`` frames (oldest first) and in
+    ``current``, each registered on the current crop; the current crop last (exactly
+    :func:`extract` of ``m``)."""
+    crops = [extract(frame, register(current, frame, m, side), side) for frame in earlier]
+    crops.append(extract(current, m, side))
+    return torch.stack(crops, dim=1)

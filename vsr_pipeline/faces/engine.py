@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .align import crop_side, crop_transform, extract, paste, scaled
+from .align import crop_side, crop_transform, extract, paste, scaled, track_crops
 from .face_sr import FaceSRConfig, FaceSRNet
 from .mtcnn import MTCNN, DetectorConfig
 from .track import FaceTracker
@@ -86,10 +86,14 @@ class FaceEngine:
         self.stats = FaceStats()
         self.on_frame = on_frame
         self._frame = 0
+        #: The input frames before this one that a multi-frame network fuses (bounded: T - 1).
+        self._earlier: deque[torch.Tensor] = deque(maxlen=max(0, self.net.config.frames - 1))
 
     def reset(self) -> None:
-        """A scene cut: tracks end, the next frame is a detection frame."""
+        """A scene cut: tracks end, the next frame is a detection frame, earlier frames are
+        forgotten (a face's crops never mix shots)."""
         self.tracker.reset()
+        self._earlier.clear()
         self._frame = 0
 
     @torch.inference_mode()  # the video network's output may be an inference tensor (torch backend)
@@ -117,13 +121,21 @@ class FaceEngine:
         for track in tracks:
             side = crop_side(track.landmarks)
             groups[side].append(crop_transform(track.landmarks, side))
+        frames = self.net.config.frames
         for side, transforms in groups.items():
-            crops = torch.cat([extract(lr, m, side) for m in transforms])
+            if frames > 1:  # the track's earlier frames, registered; the oldest repeated at a track's start
+                earlier = list(self._earlier)
+                earlier = [earlier[0]] * (frames - 1 - len(earlier)) + earlier if earlier else [lr] * (frames - 1)
+                crops = torch.cat([track_crops(lr, earlier, m, side) for m in transforms])
+            else:
+                crops = torch.cat([extract(lr, m, side) for m in transforms])
             base = torch.cat([extract(hr, scaled(m, self.scale), side * self.scale) for m in transforms])
             restored = self.net(crops, base)
             for m, face in zip(transforms, restored):
                 paste(hr, face[None], m, self.scale)
             self.stats.restored += len(transforms)
+        if self._earlier.maxlen:
+            self._earlier.append(lr)
         seconds = time.perf_counter() - started
         self.stats.seconds += seconds
         if self.on_frame is not None:

@@ -1,0 +1,346 @@
+"""Training the multi-frame face SR network on the face sets of ``vsr faces data``.
+
+Each run of the set (:mod:`.face_data`) is turned into what the face engine sees at its current
+frame, by the product's own code: the low-resolution run goes through
+:class:`~..upscaler.VideoUpscaler` with the video network ``vsr upscale --weights auto --mirror
+auto`` picks for it (by its H.264 quantisers; a recorder in the face engine's place keeps the
+float frames it is handed), the face's crop (:func:`~..faces.align.crop_transform` at
+:data:`~.face_data.CROP`) is cut from the current frame and registered from the frames before it
+(:func:`~..faces.align.track_crops`), and the video network's output and the truth are cut at x2.
+These pools are cached beside the weights (keyed by the set's manifest and the video weights).
+
+The loss is the video trainer's (L1 on the output planes, luma x2) on the output as the product
+blends it (the video output plus the feathered mask times the correction), on random windows of
+the crops. A share of the runs is shown with fewer real earlier frames (the oldest repeated, as
+at the start of a track). Validation: face-crop Y-PSNR of the blended output against the video
+network's, on the validation identities, with all frames and with fewer (what time buys). The
+run checkpoints every few steps and resumes from there.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, VsrError
+from ..faces.align import crop_transform, extract, feather_mask, scaled, track_crops
+from ..faces.face_sr import FaceSRConfig, FaceSRNet, macs_per_pixel
+from .face_data import CROP, CURRENT, RUN, FaceSet, load_face_set
+from .face_train import face_psnr, plane_loss
+
+
+@dataclass(frozen=True)
+class TrackTrainConfig:
+    """Options of ``vsr faces train --face-data``.
+
+    Attributes:
+        data: the face set (``vsr faces data``'s folder).
+        out: weights file to write (the best validation checkpoint); the checkpoint, pools and
+            log go beside it.
+        steps, batch, window, lr: optimisation (window: low-resolution side of the training
+            windows cut from the crops).
+        fewer: share of training runs shown with fewer real earlier frames.
+        val_every, checkpoint_every: steps between validations and between checkpoints.
+        seed, threads: as for ``vsr train``.
+        model: network hyper-parameters (``frames``: T).
+        video_weights: the video network whose output is refined: ``auto`` (what ``vsr upscale
+            --weights auto --mirror auto`` picks for each run) or a weights file.
+    """
+
+    data: Path = Path("data/faces")
+    out: Path = Path("runs/facesr_track/facesr_x2.safetensors")
+    steps: int = 2000
+    batch: int = 8
+    window: int = 64
+    lr: float = 5e-4
+    fewer: float = 0.25
+    val_every: int = 200
+    checkpoint_every: int = 50
+    seed: int = 0
+    threads: int = 1
+    model: FaceSRConfig = field(default_factory=lambda: FaceSRConfig(channels=32, blocks=4))
+    video_weights: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch < 1 or self.val_every < 1 or self.checkpoint_every < 1:
+            raise ConfigError("--steps, --batch, --val-every and --checkpoint-every must be at least 1")
+        if not 16 <= self.window <= CROP or self.window % 2:
+            raise ConfigError(f"--window {self.window}: an even side from 16 to {CROP}")
+        if self.model.frames > CURRENT + 1:
+            raise ConfigError(f"--frames {self.model.frames}: the face set's runs hold {CURRENT + 1} frames up to the current one")
+        if not 0.0 <= self.fewer <= 1.0:
+            raise ConfigError(f"--fewer {self.fewer}: a share, from 0 to 1")
+
+
+@dataclass
+class TrackPool:
+    """Crops of a face set split: ``crops`` ``(N, CURRENT + 1, 3, C, C)`` (current frame last),
+    ``base`` and ``truth`` ``(N, 3, 2C, 2C)``, float16; ``lossy`` ``(N,)`` bool; ``labels``: the
+    video weights used per run."""
+
+    crops: torch.Tensor
+    base: torch.Tensor
+    truth: torch.Tensor
+    lossy: torch.Tensor
+    labels: list[str]
+
+
+class _Recorder:
+    """Stands where the face engine sits in :class:`~..upscaler.VideoUpscaler` and keeps the
+    float frames it is handed (input RGB, the video network's output), changing nothing."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def reset(self) -> None:
+        pass
+
+    def apply(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        self.frames.append((lr.clone(), hr.clone()))
+        return hr
+
+
+def _pictures(fs: FaceSet, i: int):
+    """Run ``i`` as the decoder would hand it over (planes, and H.264 QP where known)."""
+    from ..io.frames import Picture
+    from .face_data import _SPEC
+
+    out = []
+    for t in range(RUN):
+        qp = float(fs.lr_qp[i, t])
+        out.append(Picture(fs.lr_y[i, t], fs.lr_u[i, t], fs.lr_v[i, t], _SPEC, index=t, qp=None if math.isnan(qp) else qp))
+    return out
+
+
+class _Networks:
+    """The video network for each run, as ``vsr upscale`` would pick it (or one fixed file)."""
+
+    def __init__(self, weights: str) -> None:
+        self.weights = weights
+        self._backends: dict = {}
+
+    def pick(self, fs: FaceSet, i: int, pictures):
+        from ..engines.select import create_backend
+        from ..models.weights import AUTO
+        from ..run.assemble import choose_network
+
+        coding = fs.samples[i]["coding"]
+        codec = {"h264": "h264", "hevc": "hevc"}.get(coding)
+        if self.weights == AUTO:
+            choice = choose_network(AUTO, AUTO, pictures, codec)
+            path, mirror, label = choice.weights, choice.mirror, choice.label + ("+mirror" if choice.mirror else "")
+        else:
+            path, mirror, label = Path(self.weights), False, Path(self.weights).name
+        if (path, mirror) not in self._backends:
+            self._backends[(path, mirror)] = create_backend("torch", "cpu", weights=path, mirror=mirror)
+        return self._backends[(path, mirror)], label
+
+
+@torch.no_grad()
+def make_track_pool(fs: FaceSet, weights: str = "auto", *, log: Callable[[str], None] = print) -> TrackPool:
+    """The crops, video output and truth of every run of ``fs`` (see the module's docstring)."""
+    from ..upscaler import VideoUpscaler
+    from .face_data import _SPEC
+
+    networks = _Networks(weights)
+    crops, bases, truths, lossy, labels = [], [], [], [], []
+    started = time.time()
+    for i in range(len(fs)):
+        pictures = _pictures(fs, i)
+        backend, label = networks.pick(fs, i, pictures)
+        recorder = _Recorder()
+        upscaler = VideoUpscaler(backend, window=backend.window, output_spec=_SPEC, faces=recorder)
+        half = backend.window // 2  # only the current frame's window goes through the video network
+        for p in pictures[CURRENT - half : CURRENT + half + 1]:
+            upscaler.push(p)
+        upscaler.flush()
+        lr_current, hr_current = recorder.frames[half]
+        lr = list(fs.lr_rgb(i)[:CURRENT, None])  # the same conversion the upscaler makes (checked below)
+        if not torch.equal(lr_current, fs.lr_rgb(i)[CURRENT : CURRENT + 1]):
+            raise VsrError("the face set's input frames differ from what the upscaler hands the face engine")
+        m = crop_transform(fs.marks[i].astype(np.float64), CROP)
+        crops.append(track_crops(lr_current, lr, m, CROP)[0].half())
+        bases.append(extract(hr_current, scaled(m, 2), 2 * CROP)[0].half())
+        truths.append(extract(fs.hr_rgb(i), scaled(m, 2), 2 * CROP)[0].clamp(0, 1).half())
+        lossy.append(fs.samples[i]["coding"] != "lossless")
+        labels.append(label)
+        if (i + 1) % 50 == 0:
+            log(f"pool: {i + 1}/{len(fs)} runs ({time.time() - started:.0f} s)")
+    return TrackPool(torch.stack(crops), torch.stack(bases), torch.stack(truths), torch.tensor(lossy), labels)
+
+
+def pool_for(data: Path, split: str, weights: str, cache_dir: Path, *, log: Callable[[str], None] = print) -> TrackPool:
+    """:func:`make_track_pool` of a split, cached in ``cache_dir`` by the set's manifest and the
+    video weights (a changed set or network makes a new pool)."""
+    manifest = (Path(data) / "manifest.json").read_bytes()
+    key = hashlib.sha256(manifest + weights.encode() + split.encode()).hexdigest()[:16]
+    path = cache_dir / f"pool_{split}_{key}.pt"
+    if path.is_file():
+        return TrackPool(**torch.load(path, weights_only=True))
+    pool = make_track_pool(load_face_set(data, split), weights, log=log)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(asdict(pool), path.with_suffix(".partial.pt"))
+    os.replace(path.with_suffix(".partial.pt"), path)
+    return pool
+
+
+def with_fewer(crops: torch.Tensor, real: int) -> torch.Tensor:
+    """``crops`` ``(N, T, ...)`` with only the last ``real`` frames real, the oldest of them
+    repeated before (as the face engine fills a young track's past)."""
+    t = crops.shape[1]
+    if real >= t:
+        return crops
+    index = torch.tensor([max(t - real, k) for k in range(t)])
+    return crops[:, index]
+
+
+def blended(net: FaceSRNet, crops: torch.Tensor, base: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The crop as the product pastes it: the video output, plus the mask times the correction."""
+    return base + mask * (net(crops, base) - base)
+
+
+@torch.no_grad()
+def validate(net: FaceSRNet, pool: TrackPool, *, real: int | None = None, chunk: int = 16) -> dict[str, float]:
+    """Mean face-crop Y-PSNR (8-bit codes; where the blend weight is over one half) of the video
+    network and of the blended output, and the gain, overall and on lossless and lossy runs;
+    ``real``: earlier frames really given (None: all the network takes)."""
+    frames = net.config.frames
+    mask = feather_mask(2 * CROP)
+    region = mask > 0.5
+    base_db, out_db = [], []
+    for start in range(0, len(pool.labels), chunk):
+        crops = pool.crops[start : start + chunk, -frames:].float()
+        if real is not None:
+            crops = with_fewer(crops, real)
+        base, truth = pool.base[start : start + chunk].float(), pool.truth[start : start + chunk].float()
+        m = region.expand(len(base), -1, -1, -1)
+        base_db.append(face_psnr(base, truth, m))
+        out_db.append(face_psnr(blended(net, crops, base, mask), truth, m))
+    b, o = torch.cat(base_db), torch.cat(out_db)
+    gain = o - b
+    return {
+        "base_db": round(float(b.mean()), 4),
+        "face_db": round(float(o.mean()), 4),
+        "gain_db": round(float(gain.mean()), 4),
+        "gain_lossless_db": round(float(gain[~pool.lossy].mean()), 4) if (~pool.lossy).any() else 0.0,
+        "gain_lossy_db": round(float(gain[pool.lossy].mean()), 4) if pool.lossy.any() else 0.0,
+    }
+
+
+def _checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".ckpt.pt")
+
+
+def train_face_track(cfg: TrackTrainConfig, *, log: Callable[[str], None] = print) -> dict:
+    """Train (or resume training) the multi-frame face network; keep the best validation step;
+    write ``cfg.out`` (provenance in its header and in ``<out>.json``); return that record."""
+    from .._files import file_sha256
+    from ..models.weights import save_weights
+
+    if not (Path(cfg.data) / "manifest.json").is_file():
+        raise VsrError(f"no {Path(cfg.data) / 'manifest.json'}: run 'vsr faces data --out {cfg.data}' first")
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    folder = cfg.out.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    train = pool_for(cfg.data, "train", cfg.video_weights, folder, log=log)
+    val = pool_for(cfg.data, "val", cfg.video_weights, folder, log=log)
+    log(f"face SR (T={cfg.model.frames}, {cfg.model.channels}x{cfg.model.blocks}): {len(train.labels)} training runs, {len(val.labels)} validation runs (pools ready in {time.time() - started:.0f} s); {macs_per_pixel(cfg.model) / 1e3:.0f} kMAC per input pixel")
+    net = FaceSRNet(cfg.model)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=max(0.05, 2.5 / cfg.steps))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ckpt_path = _checkpoint_path(cfg.out)
+    config_json = json.dumps({k: str(v) for k, v in asdict(cfg).items() if k not in ("val_every", "checkpoint_every")}, sort_keys=True)
+    step, history = 0, []
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        if ckpt["config"] != config_json:
+            raise VsrError(f"{ckpt_path} was made with other options: remove it to start afresh")
+        net.load_state_dict(ckpt["net"])
+        opt.load_state_dict(ckpt["opt"])
+        sched.load_state_dict(ckpt["sched"])
+        gen.set_state(ckpt["gen"])
+        step, best, best_state, history = ckpt["step"], ckpt["best"], ckpt["best_state"], ckpt["history"]
+        log(f"resumed at step {step} from {ckpt_path}")
+    else:
+        best = {"step": 0, **validate(net.eval(), val)}
+        best_state = copy.deepcopy(net.state_dict())
+        history.append(best)
+        log(json.dumps({"validation": best}))
+    net.train()
+    mask = feather_mask(2 * CROP)
+    frames, w = cfg.model.frames, cfg.window
+    started = time.time()
+    while step < cfg.steps:
+        step += 1
+        index = torch.randint(len(train.labels), (cfg.batch,), generator=gen)
+        x0, y0 = (int(v) for v in torch.randint(0, CROP - w + 1, (2,), generator=gen) // 2 * 2)
+        crops = train.crops[index, -frames:, :, y0 : y0 + w, x0 : x0 + w].float()
+        if frames > 1 and float(torch.rand(1, generator=gen)) < cfg.fewer:
+            crops = with_fewer(crops, int(torch.randint(1, frames, (1,), generator=gen)))
+        sl = (slice(None), slice(None), slice(2 * y0, 2 * (y0 + w)), slice(2 * x0, 2 * (x0 + w)))
+        base, truth, m = train.base[index].float()[sl], train.truth[index].float()[sl], mask[sl]
+        if float(torch.rand(1, generator=gen)) < 0.5:
+            crops, base, truth, m = crops.flip(-1), base.flip(-1), truth.flip(-1), m.flip(-1)
+        loss = plane_loss(blended(net, crops, base, m), truth)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0:
+            log(json.dumps({"step": step, "loss": round(float(loss.detach()), 6), "elapsed_s": round(time.time() - started, 1)}))
+        entry = None
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            net.eval()
+            entry = {"step": step, **validate(net, val)}
+            net.train()
+            history.append(entry)
+            if entry["gain_db"] > best["gain_db"]:
+                best, best_state = entry, copy.deepcopy(net.state_dict())
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            state = {"config": config_json, "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(), "step": step, "best": best, "best_state": best_state, "history": history}
+            torch.save(state, ckpt_path.with_suffix(".partial.pt"))
+            os.replace(ckpt_path.with_suffix(".partial.pt"), ckpt_path)
+        if entry is not None:
+            log(json.dumps({"validation": entry, "best_step": best["step"]}))
+    net.load_state_dict(best_state)
+    net.eval()
+    by_frames = {str(k): validate(net, val, real=k) for k in range(1, frames + 1)} if frames > 1 else {}
+    if by_frames:
+        log(json.dumps({"validation_by_real_frames": by_frames}))
+    manifest = json.loads((Path(cfg.data) / "manifest.json").read_text())
+    record = {
+        "data": str(cfg.data),
+        "data_manifest_sha256": file_sha256(Path(cfg.data) / "manifest.json"),
+        "identities": manifest["identities"],
+        "video_weights": cfg.video_weights,
+        "video_weights_used": sorted(set(train.labels)),
+        "steps": cfg.steps,
+        "best": best,
+        "history": history,
+        "validation_by_real_frames": by_frames,
+        "train_config": {k: str(v) for k, v in asdict(cfg).items()},
+    }
+    extra = {
+        "face_data_manifest_sha256": record["data_manifest_sha256"],
+        "trained_steps": str(cfg.steps),
+        "best_step": str(best["step"]),
+        "validation": json.dumps(best),
+        "train_config": json.dumps(record["train_config"]),
+        "identities": json.dumps(manifest["identities"]),
+    }
+    save_weights(net, cfg.out, extra=extra)
+    cfg.out.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    return record
