@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from vsr_pipeline.bench import BenchConfig, peak_probe, stats
+from vsr_pipeline.bench import BenchConfig, format_table, peak_probe, stats
 from vsr_pipeline.cli import main
 from vsr_pipeline.errors import ConfigError
 from vsr_pipeline.models.macs import count_macs
@@ -63,6 +63,18 @@ def test_bench_table_on_cpu(tiny_weights, engines_dir, capsys):
     assert len(summaries) == 2 and all("% of peak" in s and "pipeline overhead over the engine" in s for s in summaries)
 
 
+def test_bench_batch_runs_every_frame_in_groups(tiny_weights, engines_dir, capsys):
+    """``--batch 3`` over 7 frames: groups of 3, 3 and 1, every stage still sees all 7 frames."""
+    code, out, err = _bench(capsys, "--device", "cpu", "--sizes", "64x48", "--frames", "7", "--repeat", "1", "--weights", str(tiny_weights), "--batch", "3", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["batch"] == 3
+    (row,) = result["sizes"]
+    for stage in ("engine", "pipeline", "file"):
+        assert row[stage]["fps"] > 0 and row[stage]["p99_ms"] > 0
+    assert "batch 3" in format_table(result).splitlines()[0]
+
+
 @pytest.mark.parametrize(
     "argv,message",
     (
@@ -70,6 +82,7 @@ def test_bench_table_on_cpu(tiny_weights, engines_dir, capsys):
         (["--sizes", "64"], "is not WIDTHxHEIGHT"),
         (["--frames", "2"], "--frames must be 4 or more"),
         (["--repeat", "0"], "--repeat must be 1 or more"),
+        (["--batch", "0"], "--batch must be 1 or more"),
         (["--window", "2"], "--window must be odd"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--backend", "magic"], "unknown backend 'magic'"),

@@ -890,6 +890,15 @@ def test_k8s_workloads():
             assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 300
             assert any(p["protocol"] == "UDP" and p["name"] == "srt" for p in c["ports"])
             assert tmpl["metadata"]["labels"].get("channel")
+            # first start: the engines built into the cache by the same image before the channel starts
+            (init,) = spec["initContainers"]
+            init_args = [str(a) for a in init["args"]]
+            assert init["image"] == c["image"] and init_args[:2] == ["engines", "build"]
+            sizes = {e["name"]: e["value"] for e in init["env"]}
+            assert init_args[init_args.index("--input-size") + 1] == "$(VSR_INPUT_SIZE)" and re.fullmatch(r"\d+x\d+", sizes["VSR_INPUT_SIZE"])
+            assert init_args[init_args.index("--weights") + 1] == "default" and "--weights" not in args  # what the channel runs
+            assert {m["name"]: m["mountPath"] for m in init["volumeMounts"]} == {cache: "/app/engines/cache"}
+            assert init["securityContext"]["allowPrivilegeEscalation"] is False and "nvidia.com/gpu" not in init["resources"]["limits"]
     for name in ("job.yaml", "deployment.yaml"):
         assert re.search(r"#\s*nvidia\.com/gpu:\s*1", (K8S / name).read_text()), name
 

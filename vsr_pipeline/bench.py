@@ -5,7 +5,9 @@ the size, :func:`~.engines.build.sample_pictures`) with the same warmed-up backe
 
 - ``engine``: the network alone, in steady state: per frame one ``encode`` of the new frame and
   one ``reconstruct`` of a window, on inputs already converted and on the device (a CUDA device
-  is synchronised after each frame). Per-frame time: that frame's calls.
+  is synchronised after each frame). Per-frame time: that frame's calls. With ``--batch N``, N
+  new frames in one ``encode`` call and N windows in one ``reconstruct`` call, each frame's time
+  the group's divided by N.
 - ``pipeline``: the whole file pipeline (:class:`~.run.file_job.Pipeline`: decode, upscale and
   encode threads, bounded queues, scene-cut detection, upload, colour conversion, window,
   network, quantisation, download) from an in-memory source to a sink that drops the pictures.
@@ -64,6 +66,7 @@ class BenchConfig:
         weights: weights file; None: the shipped default.
         window: temporal window; None: the network's.
         threads: inference threads (0: the backend's default, all cores).
+        batch: pictures encoded, and windows reconstructed, per backend call (``--batch``).
         codec, preset, crf: the encoder of the ``file`` stage.
         repeat: runs of each stage, taking turns; the fastest is reported.
     """
@@ -75,6 +78,7 @@ class BenchConfig:
     weights: Path | None = None
     window: int | None = None
     threads: int = 0
+    batch: int = 1
     codec: str = "libx264"
     preset: str | None = None
     crf: int = 18
@@ -87,6 +91,8 @@ class BenchConfig:
             raise ConfigError(f"--frames must be 4 or more (the percentiles need a few), got {self.frames}")
         if self.window is not None and (self.window < 1 or self.window % 2 == 0):
             raise ConfigError(f"--window must be odd and 1 or more, got {self.window}")
+        if self.batch < 1:
+            raise ConfigError(f"--batch must be 1 or more, got {self.batch}")
         if self.threads < 0:
             raise ConfigError(f"--threads must be 0 or more, got {self.threads}")
         if self.weights is not None and not Path(self.weights).is_file():
@@ -148,33 +154,38 @@ def stats(per_frame: list[float], frames: int, wall: float) -> dict[str, float]:
     return {"fps": frames / wall, "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99)}
 
 
-def bench_engine(backend, inputs: torch.Tensor, window: int) -> dict[str, float]:
+def bench_engine(backend, inputs: torch.Tensor, window: int, batch: int = 1) -> dict[str, float]:
     """The network alone, steady state (see module docstring).
 
     Args:
-        backend: a warmed-up :class:`~.engines.base.Backend`.
+        backend: a warmed-up :class:`~.engines.base.Backend` (its per-frame batch P is 1: no
+            mirror ensemble).
         inputs: ``(F, 3 + K, Hp, Wp)`` padded float network inputs on the backend's tensor device.
         window: temporal window.
+        batch: frames encoded, and windows reconstructed, per call.
     """
     sync = torch.cuda.synchronize if backend.device == "cuda" else (lambda: None)
     radius = window // 2
-    held: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # features of the last ``window`` frames
+    held: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # features of the frames windows still need
     times = []
     count = inputs.shape[0]
     with torch.inference_mode():
         started = time.perf_counter()
-        for i in range(count):
+        for first in range(0, count, batch):
+            last = min(first + batch, count)  # frames [first, last) arrive now
             t0 = time.perf_counter()
-            held[i] = backend.encode(inputs[i : i + 1])
-            held.pop(i - window, None)
-            centre = max(i - radius, 0)  # the window whose last frame just arrived
-            picks = [held[min(max(centre + k, 0), i)] for k in range(-radius, radius + 1)]
-            feats = torch.stack([f for f, _ in picks], dim=1)
-            flows = torch.stack([g for _, g in picks], dim=1)
-            feat, flow = held[centre]
-            backend.reconstruct(inputs[centre : centre + 1, :3], feat, flow, feats, flows)
+            feat, flow = backend.encode(inputs[first:last])
+            for i in range(first, last):
+                held[i] = feat[i - first : i - first + 1], flow[i - first : i - first + 1]
+            centres = [max(i - radius, 0) for i in range(first, last)]  # the windows whose last frame just arrived
+            picks = [[held[min(max(c + k, 0), i)] for k in range(-radius, radius + 1)] for c, i in zip(centres, range(first, last))]
+            feats = torch.cat([torch.stack([f for f, _ in p], dim=1) for p in picks])
+            flows = torch.cat([torch.stack([g for _, g in p], dim=1) for p in picks])
+            backend.reconstruct(inputs[centres][:, :3], torch.cat([held[c][0] for c in centres]), torch.cat([held[c][1] for c in centres]), feats, flows)
             sync()
-            times.append(time.perf_counter() - t0)
+            times += [(time.perf_counter() - t0) / (last - first)] * (last - first)
+            for i in range(first - window - batch, last - window):  # no later window reaches these
+                held.pop(i, None)
         wall = time.perf_counter() - started
     return stats(times, count, wall)
 
@@ -205,13 +216,13 @@ class _TimedSink:
             self.inner.abort()
 
 
-def _run_pipeline(backend, items: Iterable, sink: _TimedSink, window: int, out_spec) -> dict[str, float]:
+def _run_pipeline(backend, items: Iterable, sink: _TimedSink, window: int, out_spec, batch: int = 1) -> dict[str, float]:
     """Run ``items`` (pictures, and packets to copy) through the file job's pipeline into ``sink``."""
     from .metrics import PipelineMetrics
     from .run.file_job import Pipeline
     from .upscaler import VideoUpscaler
 
-    upscaler = VideoUpscaler(backend, window=window, output_spec=out_spec)
+    upscaler = VideoUpscaler(backend, window=window, output_spec=out_spec, batch=batch)
     pipeline = Pipeline(items, upscaler, sink, PipelineMetrics(), log=lambda line: None)
     started = time.perf_counter()
     pipeline.run()
@@ -219,9 +230,9 @@ def _run_pipeline(backend, items: Iterable, sink: _TimedSink, window: int, out_s
     return stats(np.diff(sink.arrivals).tolist(), len(sink.arrivals), wall)
 
 
-def bench_pipeline(backend, pictures: list[Picture], window: int) -> dict[str, float]:
+def bench_pipeline(backend, pictures: list[Picture], window: int, batch: int = 1) -> dict[str, float]:
     """The whole pipeline, in-memory source to a sink that drops the pictures."""
-    return _run_pipeline(backend, pictures, _TimedSink(), window, pictures[0].spec)
+    return _run_pipeline(backend, pictures, _TimedSink(), window, pictures[0].spec, batch)
 
 
 def bench_file(backend, pictures: list[Picture], window: int, config: BenchConfig, folder: Path) -> dict[str, float]:
@@ -244,7 +255,7 @@ def bench_file(backend, pictures: list[Picture], window: int, config: BenchConfi
         spec = output_spec(head[0].spec, config.codec)
         settings = EncoderSettings(codec=config.codec, crf=config.crf, preset=config.preset)
         inner = open_sink(str(folder / f"out_{first.width}x{first.height}.mp4"), source.info, width=2 * first.width, height=2 * first.height, spec=spec, tags=head[0].tags, settings=settings, log=lambda line: None)
-        return _run_pipeline(backend, itertools.chain(head, it), _TimedSink(inner), window, spec)
+        return _run_pipeline(backend, itertools.chain(head, it), _TimedSink(inner), window, spec, config.batch)
     finally:
         source.close()
 
@@ -268,7 +279,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> dic
     backend = create_backend(name, device, weights=weights, threads=config.threads)
     window = config.window or backend.window
     result = {
-        "backend": name, "device": device, "device_name": device_name(device), "weights": str(weights), "window": window,
+        "backend": name, "device": device, "device_name": device_name(device), "weights": str(weights), "window": window, "batch": config.batch,
         "frames": frames, "repeat": config.repeat, "peak_macs_per_s": peak, "peak_probe": f"{precision} matrix product", "torch": torch.__version__, "sizes": [],
     }
     try:
@@ -276,13 +287,13 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> dic
             for width, height in sizes:
                 pictures = sample_pictures(width, height, frames)
                 inputs = network_inputs(pictures, backend.cond_channels, backend.tensor_device)
-                bench_engine(backend, inputs[: WARMUP_FRAMES + window], window)  # warm-up at this size
+                bench_engine(backend, inputs[: WARMUP_FRAMES + window + config.batch], window, config.batch)  # warm-up at this size
                 row = {"size": f"{width}x{height}", "output": f"{2 * width}x{2 * height}", "macs_per_frame": macs_per_frame(backend, height, width, window)}
                 runs: dict[str, list[dict[str, float]]] = {stage: [] for stage in STAGES}
                 for turn in range(config.repeat):
                     log(f"{width}x{height}: run {turn + 1} of {config.repeat}: engine, pipeline (in-memory source, null sink), file to file ({config.codec})")
-                    runs["engine"].append(bench_engine(backend, inputs, window))
-                    runs["pipeline"].append(bench_pipeline(backend, pictures, window))
+                    runs["engine"].append(bench_engine(backend, inputs, window, config.batch))
+                    runs["pipeline"].append(bench_pipeline(backend, pictures, window, config.batch))
                     runs["file"].append(bench_file(backend, pictures, window, config, Path(tmp)))
                 del inputs
                 for stage in STAGES:
@@ -301,7 +312,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> dic
 def format_table(result: dict) -> str:
     """The results as a text table, with the MACs, peak and overhead lines per size."""
     lines = [
-        f"vsr bench: {result['backend']} on {result['device']} ({result['device_name']}), window {result['window']}, "
+        f"vsr bench: {result['backend']} on {result['device']} ({result['device_name']}), window {result['window']}, batch {result.get('batch', 1)}, "
         f"{result['frames']} frames per stage, best of {result['repeat']} runs, weights {Path(result['weights']).name}",
         f"peak ({result['peak_probe']} probe): {result['peak_macs_per_s'] / 1e9:.1f} GMAC/s",
         "",

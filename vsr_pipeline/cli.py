@@ -126,6 +126,9 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> N
         p.add_argument("--mirror", choices=("on", "off"), default="off", help="mirror ensemble: also run the network on the mirrored picture and average the two (2x the MACs, half the speed; default off)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
     if files:
+        p.add_argument("--batch", type=int, default=1, metavar="N", help="pictures encoded, and windows reconstructed, per network call (default 1; the same pictures within one code value; see benchmarks/RESULTS.md for where it pays)")
+    p.add_argument("--tile", type=int, default=None, metavar="N", help="run the network in overlapping tiles of N x N input pixels, a multiple of 4 (for GPUs too small for the whole picture; default: whole pictures, and tiles of 256 after running out of memory, with a warning)")
+    if files:
         p.add_argument("--queue", type=int, default=8, metavar="N", help="frames buffered between stages (default 8)")
     p.add_argument("--no-scene-cuts", action="store_true", help="do not detect scene cuts (windows may then mix shots)")
     p.add_argument("--faces", choices=("on", "off", "auto"), default="off", help="face engine: detect, track and restore faces with the face SR network (auto: on where its detector and weights are installed; default off)")
@@ -206,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--weights", type=_fixed_weights, default=None, metavar="NAME|FILE", help="'default' (default), 'compressed', 'heavy' or a .safetensors file")
     bench.add_argument("--window", type=int, default=None, metavar="T", help="temporal window (default: the model's)")
     bench.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
+    bench.add_argument("--batch", type=int, default=1, metavar="N", help="frames encoded, and windows reconstructed, per network call (default 1)")
     bench.add_argument("--codec", default="libx264", help="encoder of the file-to-file stage (default libx264)")
     bench.add_argument("--preset", default=None, help="its preset (default: the encoder's)")
     bench.add_argument("--crf", type=int, default=18, help="its constant quality (default 18)")
@@ -287,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto, as for 'vsr train'")
     ft.add_argument("--face-data", type=Path, default=None, metavar="DIR", help="instead: train the multi-frame face network on a 'vsr faces data' set (real faces split by identity; the video output as 'vsr upscale --weights auto --mirror auto' makes it; resumes from the checkpoint beside --out)")
-    ft.add_argument("--frames", type=int, default=5, metavar="T", help="with --face-data: crops of the face's track fused, the current one and T-1 before it (default 5)")
+    ft.add_argument("--frames", type=int, default=1, metavar="T", help="with --face-data: crops of the face's track fused, the current one and T-1 before it (default 1: T=3 and 5 measured no better, benchmarks/RESULTS.md)")
     ft.add_argument("--window", type=int, default=64, help="with --face-data: low-resolution side of the training windows cut from the face crops (default 64)")
     ft.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="with --face-data: save a resumable checkpoint every N steps (default 50)")
     fe = fc_sub.add_parser("eval", help="face-region Y-PSNR, temporal error and identity distance, engine on vs off vs Lanczos")
@@ -351,10 +355,10 @@ def _run_options(args: argparse.Namespace, input_: str, output: str):
             hls_time=args.hls_time, hls_list_size=args.hls_list_size,
         )
         live = LiveOptions(keyint_seconds=args.keyint, **{k: getattr(args, k) for k in ("latency", "stall_timeout", "connect_timeout", "reconnect_max", "slate", "duration")})
-    same = ("scale", "backend", "device", "window", "weights", "mirror", "threads", "faces", "face_weights", "face_every", "metrics_port", "metrics_host")
+    same = ("scale", "backend", "device", "window", "weights", "mirror", "threads", "tile", "faces", "face_weights", "face_every", "metrics_port", "metrics_host")
     return RunOptions(
         input=input_, output=output, encoder=encoder, scene_cuts=not args.no_scene_cuts, queue_size=getattr(args, "queue", 8),
-        metrics_linger=getattr(args, "metrics_linger", 0.0), live=live, **{k: getattr(args, k) for k in same},
+        metrics_linger=getattr(args, "metrics_linger", 0.0), batch=getattr(args, "batch", 1), live=live, **{k: getattr(args, k) for k in same},
     )
 
 
@@ -548,7 +552,7 @@ def cmd_bench(args) -> int:
     from .engines.build import parse_size
 
     sizes = tuple(parse_size(s) for s in args.sizes) if args.sizes else None
-    config = BenchConfig(device=args.device, backend=args.backend, sizes=sizes, frames=args.frames, weights=args.weights, window=args.window, threads=args.threads, codec=args.codec, preset=args.preset, crf=args.crf, repeat=args.repeat)
+    config = BenchConfig(device=args.device, backend=args.backend, sizes=sizes, frames=args.frames, weights=args.weights, window=args.window, threads=args.threads, batch=args.batch, codec=args.codec, preset=args.preset, crf=args.crf, repeat=args.repeat)
     result = run_bench(config, log=_log)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

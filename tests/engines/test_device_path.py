@@ -2,7 +2,7 @@
 conversion back and quantisation on the backend's tensor device, quantised planes downloaded.
 
 With ``device="cpu"`` it must give the very pictures the host path gave before it (the earlier
-``VideoUpscaler._enter``/``finish`` are kept below as the reference): **bit-exact**, on a real
+``VideoUpscaler._prepare``/``finish`` are kept below as the reference): **bit-exact**, on a real
 H.264 clip and on 10-bit 4:2:2 pictures. On a CUDA GPU (where one exists) the same code is
 within one code value of the CPU.
 """
@@ -21,7 +21,7 @@ from vsr_pipeline.engines.onnxruntime_backend import OnnxRuntimeBackend
 from vsr_pipeline.engines.torch_backend import TorchBackend
 from vsr_pipeline.io.frames import Picture, planes_tensor
 from vsr_pipeline.io.source import open_source
-from vsr_pipeline.upscaler import VideoUpscaler, _Entry, pad_to_multiple, picture_condition
+from vsr_pipeline.upscaler import VideoUpscaler, pad_to_multiple, picture_condition
 
 torch.set_num_threads(1)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on the development/CI machines)")
@@ -31,13 +31,11 @@ class HostPathUpscaler(VideoUpscaler):
     """The upscale stage as it was before the device path: float planes made on the host, the
     output brought to the host as float RGB, converted and quantised there."""
 
-    def _enter(self, picture: Picture) -> _Entry:
+    def _prepare(self, picture: Picture) -> torch.Tensor:
         rgb = planes_to_rgb(planes_tensor(picture.y), planes_tensor(picture.u), planes_tensor(picture.v), picture.spec)
         if self.backend.cond_channels:
             rgb = torch.cat([rgb, picture_condition(picture)], dim=1)
-        rgb = pad_to_multiple(rgb)
-        feat, flow_feat = self.backend.encode(rgb)
-        return _Entry(picture, rgb[:, :3], feat, flow_feat)
+        return pad_to_multiple(rgb)
 
     def finish(self, picture: Picture, rgb_hr: torch.Tensor) -> Picture:
         height, width = picture.height * self.scale, picture.width * self.scale

@@ -97,5 +97,5 @@ def test_running_out_of_memory_is_said_in_words():
     harness.start([("upscale", upscale)])
     with pytest.raises(VsrError) as raised:
         harness.wait()
-    assert str(raised.value).startswith("upscale stage ran out of memory (run with --debug for details); try a smaller --window")
+    assert str(raised.value).startswith("upscale stage ran out of memory (run with --debug for details); try a smaller --tile")
     assert "alloc_cpu" not in str(raised.value)

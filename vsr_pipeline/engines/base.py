@@ -17,6 +17,22 @@ from ..models.vsrnet import VSRNetConfig
 BackendName = Literal["auto", "tensorrt", "torch", "onnxruntime"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
+#: How an allocation failure reads: PyTorch on CUDA ("CUDA out of memory") and on the CPU
+#: ("DefaultCPUAllocator: can't allocate memory"), ONNX Runtime's memory arenas on either
+#: ("Failed to allocate memory", "Available memory of N is smaller than requested bytes of M"),
+#: the C++ runtime ("std::bad_alloc"), the operating system ("Cannot allocate memory").
+OUT_OF_MEMORY_WORDS = (
+    "out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate memory",
+    "is smaller than requested bytes", "bad_alloc", "bad allocation",
+)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that a backend (or the host) ran out of memory."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return any(words in str(exc).lower() for words in OUT_OF_MEMORY_WORDS)
+
 
 class Backend(ABC):
     """Runs the video SR network.

@@ -13,6 +13,10 @@ sampling grid and ``GridSample`` itself run in fp32 (``OBEY_PRECISION_CONSTRAINT
 Buffers: outputs are PyTorch CUDA tensors allocated once per shape and bound by address; the
 engines are enqueued on PyTorch's current CUDA stream (``execute_async_v3``), so decode copies,
 inference and download overlap with the rest of the pipeline's CUDA work.
+
+Batches: the engines' optimisation profiles are for batch 1, so a batch (``--batch N``) runs as
+N engine runs, one frame or window each (the same pictures; no gain until engines are built for
+larger batches).
 """
 
 from __future__ import annotations
@@ -223,11 +227,16 @@ class TensorRTBackend(Backend):
         return self._runners[key]
 
     def encode(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if rgb.shape[0] > 1:  # the engines are built for batch 1 (profile_shapes): one frame a run
+            parts = [self.encode(x) for x in rgb.split(1)]
+            return torch.cat([f for f, _ in parts]), torch.cat([g for _, g in parts])
         rgb = rgb.to("cuda", torch.float32).contiguous()
         out = self._runner("encode", *rgb.shape[-2:])({ENCODE_INPUTS[0]: rgb})
         return out[ENCODE_OUTPUTS[0]], out[ENCODE_OUTPUTS[1]]
 
     def reconstruct(self, rgb_centre, feat_centre, flow_feat_centre, feats, flow_feats) -> torch.Tensor:
         tensors = (rgb_centre, feat_centre, flow_feat_centre, feats, flow_feats)
+        if rgb_centre.shape[0] > 1:  # batch 1 engines: one window a run
+            return torch.cat([self.reconstruct(*one) for one in zip(*(t.split(1) for t in tensors))])
         inputs = {name: t.to("cuda", torch.float32).contiguous() for name, t in zip(RECONSTRUCT_INPUTS, tensors)}
         return self._runner("reconstruct", *rgb_centre.shape[-2:])(inputs)[RECONSTRUCT_OUTPUTS[0]]

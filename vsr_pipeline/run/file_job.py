@@ -237,7 +237,7 @@ def run_file(options: RunOptions, *, log: Callable[[str], None] = print, progres
         shown = replace(info, display_matrix=getattr(source, "display_matrix", None))  # rotation: known from the first picture
         sink = open_sink(options.output, shown, width=width, height=height, spec=out_spec, tags=first.tags, settings=options.encoder, log=log, damage=damage, metadata=provenance_tags(options, choice, backend, window))
         faces = face_engine(options.faces, options.face_weights, options.face_every, metrics.face_frame, log)
-        upscaler = VideoUpscaler(backend, window=window, output_spec=out_spec, faces=faces)
+        upscaler = VideoUpscaler(backend, window=window, output_spec=out_spec, faces=faces, batch=options.batch, tile=options.tile, log=log)
         pipeline = Pipeline(items, upscaler, sink, metrics, rate=info.rate, queue_size=options.queue_size, scene_cuts=options.scene_cuts, span=options.span, damage=damage, log=log)
         bar = progress_bar(info.frames, progress, "upscaling")
         started = time.perf_counter()

@@ -22,10 +22,6 @@ from typing import Callable
 from ..errors import VsrError
 
 
-#: How PyTorch (CPU and CUDA) and ONNX Runtime say that an allocation failed.
-_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate memory")
-
-
 class Stopped(Exception):
     """Raised inside a stage when the harness is halted (another stage failed, or a stop)."""
 
@@ -130,9 +126,12 @@ class Harness:
         if isinstance(exc, VsrError):
             raise exc
         # Words only: the message, never the exception's class name (``--debug`` shows the traceback).
+        from ..engines.base import out_of_memory  # imports torch: only here, where a stage failed
+
         text = str(exc).strip().rstrip(".") or "no details"
-        if isinstance(exc, MemoryError) or any(words in text.lower() for words in _OUT_OF_MEMORY):
-            raise VsrError(f"{stage} stage ran out of memory (run with --debug for details); try a smaller --window, --queue or --threads, or a smaller input") from exc
+        if out_of_memory(exc):
+            hint = "--tile, --batch or --window" if stage == "upscale" else "--window, --queue or --threads"
+            raise VsrError(f"{stage} stage ran out of memory (run with --debug for details); try a smaller {hint}, or a smaller input") from exc
         raise VsrError(f"{stage} stage failed: {text} (an unexpected failure; run with --debug for details)") from exc
 
 

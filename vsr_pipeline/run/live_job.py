@@ -130,11 +130,13 @@ class LivePipeline:
             audio=fmt.audio, encoding=encoding, backoff_max=cfg.live.reconnect_max, on_reconnect=self.metrics.output_reconnects.inc, log=self.log,
         )
         self.faces = face_engine(cfg.faces, cfg.face_weights, cfg.face_every, self.metrics.face_frame, self.log)
-        self.upscaler = VideoUpscaler(self.backend, window=self.window, output_spec=self.out_spec, faces=self.faces)
+        self.upscaler = VideoUpscaler(self.backend, window=self.window, output_spec=self.out_spec, faces=self.faces, tile=cfg.tile, log=self.log)  # batch 1: see RunOptions.batch
         self.metrics.window_frames = lambda: self.upscaler.held
         self.metrics.queues = {"sr": self.sr_queue}
         self.metrics.connected.set(1)
         self.log(f"input: {fmt.width}x{fmt.height} {fmt.codec} at {float(fmt.rate):.3g} fps{' with audio' if fmt.audio else ''}; output {width}x{height} {cfg.encoder.codec}, keyframe every {encoding.keyint} frames, latency budget {cfg.live.latency:g} s")
+        if cfg.batch > 1:
+            self.log(f"note: --batch {cfg.batch} is for files; a live stream upscales one window at a time (a batch would hold each frame for the next ones, against the latency budget)")
         self.clock.start(first.arrival)
         self._warm_up(first.picture)  # inside the budget: frames decoded meanwhile are not late yet
         self._ingest_video(first)
@@ -223,7 +225,7 @@ class LivePipeline:
         detector = SceneCutDetector() if self.config.scene_cuts else None
         radius = self.window // 2
         full = self.upscaler
-        single = VideoUpscaler(self.backend, window=1, output_spec=self.out_spec, faces=self.faces) if radius else None
+        single = VideoUpscaler(self.backend, window=1, output_spec=self.out_spec, faces=self.faces, tile=self.upscaler.tile, log=self.log) if radius else None
         current: VideoUpscaler | None = None  # the upscaler of the current run of frames
         previous = None  # slot of the last frame pushed
         while not self._halt.is_set():

@@ -18,6 +18,8 @@ from ..errors import ConfigError
 from ..io.sink import EncoderSettings, check_encoder
 from ..io.source import Span
 from ..io.urls import Endpoint, parse_endpoint
+from ..models.vsrnet import SIZE_MULTIPLE
+from ..upscaler import MIN_TILE
 
 Switch = Literal["on", "off", "auto"]
 BackendName = Literal["auto", "tensorrt", "torch", "onnxruntime"]
@@ -28,6 +30,8 @@ Slate = Literal["repeat", "black"]
 MAX_WINDOW = 15
 #: Largest inter-stage queue, in frames, and most inference threads.
 MAX_QUEUE, MAX_THREADS = 1024, 256
+#: Most windows per backend call (``--batch``), and the largest tile side (``--tile``).
+MAX_BATCH, MAX_TILE = 64, 16384
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,11 @@ class RunOptions:
             the MACs): ``off``, ``on``, or ``auto`` (files: on for lossy-coded input; live: off,
             it would halve the frames the network finishes in time).
         threads: inference threads (0: the backend's default).
+        batch: files: pictures encoded, and windows reconstructed, per backend call
+            (:class:`~..upscaler.VideoUpscaler`); a live stream upscales one window at a time
+            (its latency budget) and ignores it.
+        tile: run the network in overlapping tiles of this many input pixels a side (a multiple
+            of 4); None: whole frames, falling back to tiles when the device runs out of memory.
         scene_cuts: detect scene cuts so that windows never mix shots.
         faces: face engine: ``off``; ``on`` (an error if it cannot run); ``auto`` (on if the
             detector and face weights are installed, else a note and off).
@@ -110,6 +119,8 @@ class RunOptions:
     weights: Path | str | None = None
     mirror: Switch = "off"
     threads: int = 0
+    batch: int = 1
+    tile: int | None = None
     scene_cuts: bool = True
     faces: Switch = "off"
     face_weights: Path | None = None
@@ -135,6 +146,10 @@ class RunOptions:
             raise ConfigError(f"--queue {self.queue_size}: must be from 1 to {MAX_QUEUE} frames")
         if self.threads not in range(MAX_THREADS + 1):
             raise ConfigError(f"--threads {self.threads}: must be from 0 (automatic) to {MAX_THREADS}")
+        if self.batch not in range(1, MAX_BATCH + 1):
+            raise ConfigError(f"--batch {self.batch}: must be from 1 to {MAX_BATCH}")
+        if self.tile is not None and (self.tile not in range(MIN_TILE, MAX_TILE + 1) or self.tile % SIZE_MULTIPLE):
+            raise ConfigError(f"--tile {self.tile}: must be a multiple of {SIZE_MULTIPLE} from {MIN_TILE} to {MAX_TILE} pixels")
         if not 0 <= self.metrics_linger <= 3600:  # also refuses nan
             raise ConfigError(f"--metrics-linger {self.metrics_linger}: must be from 0 to 3600 seconds")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
