@@ -120,6 +120,16 @@ def test_bad_option(options, mentions, clip_with_audio, tiny_weights, outdir):
     assert leftovers(outdir) == []
 
 
+@pytest.mark.parametrize(("options", "mentions"), [(["--crf", "x"], "invalid int value"), (["--bogus"], "unrecognized arguments: --bogus")])
+def test_command_line_mistakes_are_one_line_too(options, mentions, tmp_path):
+    """argparse's own errors (a wrong type, an unknown option) are one ``error:`` line naming
+    the command and where help is, not a usage block, and exit 2."""
+    r = vsr("upscale", "in.mp4", "out.mp4", *options, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [r.stderr.strip()], r.stderr
+    assert r.stderr.startswith("error: vsr") and mentions in r.stderr and "usage:" not in r.stderr
+
+
 def test_libx265_refuses_pictures_inside_one_ctu(tiny_weights, outdir):
     """libx265 corrupts the heap (glibc aborts the process) on pictures with both sides under 64:
     a 24x24 input upscaled to 48x48 is refused with one line instead; 32x48 -> 64x96 works."""

@@ -160,8 +160,15 @@ def _add_log_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", type=Path, default=None, metavar="FILE", help="also append the job's log to FILE, each line time-stamped: a processing record (every setting; files: the input's and output's SHA-256)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command line's errors as one line, like every other error of ``vsr``."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vsr",
         description="Streaming x2 video super-resolution: decode -> sliding-window video SR -> encode, with Prometheus metrics.",
         epilog="Start with 'vsr demo', then 'vsr upscale IN OUT' (see 'vsr upscale --help' for --codec, --crf, --backend, --window, --metrics-port).",
