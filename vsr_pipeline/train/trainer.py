@@ -3,7 +3,8 @@
 Seeded, checkpointed every validation (``checkpoint.pt`` in the run folder, and the weights of
 that step as ``stepNNNNNN.safetensors`` to evaluate later; a second run with the same folder
 resumes where the first stopped), validated every ``val_every`` steps against bicubic
-on held-out photographs, logged as JSON lines (``log.jsonl``) and plotted (``curves.png``).
+on the data folder's validation pairs (at the model's window, and at window 1 for what time
+buys), logged as JSON lines (``log.jsonl``) and plotted (``curves.png``).
 The final weights are written as safetensors.
 """
 
