@@ -30,15 +30,43 @@ def ffmpeg(*args: str) -> None:
         raise AssertionError(f"ffmpeg {' '.join(args)} failed: {result.stderr}")
 
 
+def run_on_terminal(cmd: list[str], *, timeout: float = 120, **popen) -> tuple[int, str]:
+    """Run ``cmd`` with stdin, stdout and stderr on a real pseudo-terminal (as a user's shell
+    does); return its exit status and everything it wrote there."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, **popen)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    status = proc.wait(timeout=timeout)
+    os.close(master)
+    return status, b"".join(chunks).decode("utf-8", "replace")
+
+
 def benchmark_module(name: str):
     """Import ``benchmarks/NAME.py``; NAME may name a subfolder, e.g. ``experiments/holdout_motion``
-    (the benchmarks folder is not a package)."""
+    (the benchmarks folder is not a package). Registered in ``sys.modules`` (dataclasses need
+    it) under ``benchmarks.NAME``, so a second import returns the same module."""
     import importlib.util
+    import sys
 
-    spec = importlib.util.spec_from_file_location(Path(name).name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    key = f"benchmarks.{name.replace('/', '.')}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, REPO / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
 def ffprobe_json(path: Path, *entries: str) -> dict:

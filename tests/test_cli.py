@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ffmpeg, ffprobe_json
+from conftest import ffmpeg, ffprobe_json, run_on_terminal
 from vsr_pipeline.models.weights import default_weights_path, weights_argument
 
 VSR = [sys.executable, "-m", "vsr_pipeline"]
@@ -399,24 +399,8 @@ def test_weights_auto_follows_the_source_quantiser(tmp_path):
 def test_progress_bar_on_a_terminal(clip_with_audio, tiny_weights, tmp_path):
     """On a terminal (a real pseudo-terminal, which may report a size of 0 x 0) the bar shows
     frames done / total and the rate; without a terminal there is no bar."""
-    import pty
-
-    master, slave = pty.openpty()
-    out = tmp_path / "bar.mp4"
-    proc = subprocess.Popen([*VSR, "upscale", str(clip_with_audio), str(out), "--weights", str(tiny_weights)], stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert proc.wait(timeout=120) == 0
-    os.close(master)
-    text = b"".join(chunks).decode("utf-8", "replace")
+    status, text = run_on_terminal([*VSR, "upscale", str(clip_with_audio), str(tmp_path / "bar.mp4"), "--weights", str(tiny_weights)], cwd=tmp_path)
+    assert status == 0, text
     assert "upscaling: 100%" in text and "50/50" in text and "frame/s" in text, text
     r = vsr("upscale", clip_with_audio, tmp_path / "nobar.mp4", "--weights", tiny_weights, cwd=tmp_path)
     assert r.returncode == 0 and "upscaling:" not in r.stderr

@@ -4,24 +4,13 @@ one-line ``error: ...`` in words, and leaves nothing half-written in the output 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import benchmark_module
 
 
-def _load(name: str):
-    """Import ``benchmarks/NAME.py``, registered in ``sys.modules`` (its dataclasses need it)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-corpus = _load("hostile_corpus")
+corpus = benchmark_module("hostile_corpus")
 
 
 @pytest.fixture(scope="module")

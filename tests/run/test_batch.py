@@ -21,7 +21,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import ffmpeg, ffprobe_json
+from conftest import ffmpeg, ffprobe_json, run_on_terminal
 from vsr_pipeline.cli import main
 from vsr_pipeline.errors import InputError
 from vsr_pipeline.run.batch import BatchMetrics, find_inputs, plan, run_batch
@@ -445,24 +445,9 @@ def test_a_rerun_redoes_only_the_chunks_not_finished(long_clip, tiny_weights, tm
 def test_the_bar_and_worker_lines_show_on_a_terminal_and_not_without_one(clips, tiny_weights, tmp_path):
     """A real pseudo-terminal (which may report a size of 0 x 0): the overall bar (frames, files)
     and one line per worker; with output to a pipe, neither."""
-    import pty
-
-    master, slave = pty.openpty()
     cmd = [*VSR, "batch", str(clips), str(tmp_path / "out"), "--weights", str(tiny_weights), "--threads", "1", "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert proc.wait(timeout=120) == 0
-    os.close(master)
-    text = b"".join(chunks).decode("utf-8", "replace")
+    status, text = run_on_terminal(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert status == 0, text
     assert "batch: 100%" in text and "40/40" in text and "files 4/4, failed 0" in text, text
     assert "worker 1: " in text and "worker 2: " in text, text
     r = subprocess.run([*cmd[:5], str(tmp_path / "out2"), *cmd[6:]], capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})

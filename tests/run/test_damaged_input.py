@@ -9,7 +9,6 @@ the decoders meet the damage), and MP4/MPEG-TS files cut short.
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import av
 import pytest
 from prometheus_client import CollectorRegistry
 
-from conftest import ffmpeg, ffprobe_json
+from conftest import benchmark_module, ffmpeg, ffprobe_json
 from vsr_pipeline.io.damage import KINDS, DamageLog
 from vsr_pipeline.io.frames import Picture
 from vsr_pipeline.io.sink import EncoderSettings, open_sink
@@ -29,7 +28,6 @@ from vsr_pipeline.run.file_job import Pipeline, run_file
 from vsr_pipeline.run.options import RunOptions
 
 VSR = [sys.executable, "-m", "vsr_pipeline"]
-TS_PACKET = 188
 
 
 def vsr(*args, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -48,15 +46,10 @@ def stream_packets(path: Path, kind: str) -> int:
         return sum(1 for p in c.demux(streams) if p.size) if streams else 0
 
 
-def scramble_ts(src: Path, dst: Path, *, seed: int, packets: int, skip: int = 10) -> None:
-    """Copy an MPEG-TS file, scrambling the payload (bytes 4..187) of ``packets`` transport
-    packets chosen at random past the first ``skip`` (the PAT and PMT stay readable)."""
-    data = bytearray(src.read_bytes())
-    rng = random.Random(seed)
-    for k in rng.sample(range(skip, len(data) // TS_PACKET), packets):
-        for j in range(k * TS_PACKET + 4, (k + 1) * TS_PACKET):
-            data[j] ^= rng.randrange(1, 256)
-    dst.write_bytes(bytes(data))
+def scramble_ts(src: Path, dst: Path, *, seed: int, packets: int) -> None:
+    """``benchmarks/hostile_corpus.py``'s scrambler: the payload of ``packets`` transport packets
+    scrambled, the PAT and PMT readable."""
+    benchmark_module("hostile_corpus").scramble_ts(src, dst, seed=seed, packets=packets)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .._files import writing
 from ..errors import ConfigError, VsrError
 from ..faces.align import crop_transform, extract, feather_mask, scaled, track_crops
 from ..faces.face_sr import FaceSRConfig, FaceSRNet, macs_per_pixel
@@ -189,8 +189,8 @@ def pool_for(data: Path, split: str, weights: str, cache_dir: Path, *, log: Call
         return TrackPool(**torch.load(path, weights_only=True))
     pool = make_track_pool(load_face_set(data, split), weights, log=log)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(asdict(pool), path.with_suffix(".partial.pt"))
-    os.replace(path.with_suffix(".partial.pt"), path)
+    with writing(path) as tmp:
+        torch.save(asdict(pool), tmp)
     return pool
 
 
@@ -311,8 +311,8 @@ def train_face_track(cfg: TrackTrainConfig, *, log: Callable[[str], None] = prin
                 best, best_state = entry, copy.deepcopy(net.state_dict())
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             state = {"config": config_json, "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(), "step": step, "best": best, "best_state": best_state, "history": history}
-            torch.save(state, ckpt_path.with_suffix(".partial.pt"))
-            os.replace(ckpt_path.with_suffix(".partial.pt"), ckpt_path)
+            with writing(ckpt_path) as tmp:
+                torch.save(state, tmp)
         if entry is not None:
             log(json.dumps({"validation": entry, "best_step": best["step"]}))
     net.load_state_dict(best_state)
