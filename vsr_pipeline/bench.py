@@ -30,7 +30,6 @@ engine achieves against the device's peak measured by a matrix-product probe in 
 
 from __future__ import annotations
 
-import itertools
 import os
 import platform
 import tempfile
@@ -241,7 +240,7 @@ def bench_file(backend, pictures: list[Picture], window: int, config: BenchConfi
     from .io.encode import write_video
     from .io.frames import format_name, frame_from_planes
     from .io.sink import EncoderSettings, open_sink, output_spec
-    from .io.source import open_source
+    from .io.source import open_source, peek
 
     first = pictures[0]
     clip = folder / f"in_{first.width}x{first.height}.mp4"
@@ -250,12 +249,11 @@ def bench_file(backend, pictures: list[Picture], window: int, config: BenchConfi
         write_video(clip, frames, "libx264", rate=25, width=first.width, height=first.height, pix_fmt=format_name(first.spec), options={"crf": "12", "preset": "ultrafast"}, tags=first.tags)
     source = open_source(str(clip), quantisers=True)
     try:
-        it = iter(source)
-        head = list(itertools.islice(it, 1))
-        spec = output_spec(head[0].spec, config.codec)
+        (decoded,), items = peek(source)
+        spec = output_spec(decoded.spec, config.codec)
         settings = EncoderSettings(codec=config.codec, crf=config.crf, preset=config.preset)
-        inner = open_sink(str(folder / f"out_{first.width}x{first.height}.mp4"), source.info, width=2 * first.width, height=2 * first.height, spec=spec, tags=head[0].tags, settings=settings, log=lambda line: None)
-        return _run_pipeline(backend, itertools.chain(head, it), _TimedSink(inner), window, spec, config.batch)
+        inner = open_sink(str(folder / f"out_{first.width}x{first.height}.mp4"), source.info, width=2 * first.width, height=2 * first.height, spec=spec, tags=decoded.tags, settings=settings, log=lambda line: None)
+        return _run_pipeline(backend, items, _TimedSink(inner), window, spec, config.batch)
     finally:
         source.close()
 

@@ -17,29 +17,24 @@ from .io.frames import Picture, format_name, frame_from_planes, picture_from_fra
 Method = Literal["LANCZOS", "BICUBIC", "BILINEAR", "POINT"]
 
 
+def resize(picture: Picture, width: int, height: int, method: Method = "LANCZOS", spec: ColourSpec | None = None) -> Picture:
+    """Resize every plane of ``picture`` to ``width`` x ``height`` luma samples in one swscale
+    call, into planes described by ``spec`` (None: the picture's own; bit depth and subsampling
+    may differ, matrix and range are the input's); its ``qp_map`` is dropped (it no longer matches)."""
+    frame = frame_from_planes(picture.y, picture.u, picture.v, picture.spec, picture.tags)
+    out = frame.reformat(width=width, height=height, format=format_name(spec) if spec is not None else None, interpolation=method)
+    resized = picture_from_frame(out)
+    return replace(picture, y=resized.y, u=resized.u, v=resized.v, spec=spec or picture.spec, qp_map=None)
+
+
 def upscale_picture(picture: Picture, scale: int = 2, method: Method = "LANCZOS") -> Picture:
     """Resize every plane of ``picture`` by ``scale`` with swscale's ``method``."""
-    frame = frame_from_planes(picture.y, picture.u, picture.v, picture.spec, picture.tags)
-    out = frame.reformat(width=picture.width * scale, height=picture.height * scale, interpolation=method)
-    resized = picture_from_frame(out)
-    return replace(picture, y=resized.y, u=resized.u, v=resized.v, qp_map=None)
+    return resize(picture, picture.width * scale, picture.height * scale, method)
 
 
 def upscale_to(picture: Picture, spec: ColourSpec, scale: int = 2, method: Method = "LANCZOS") -> Picture:
-    """Resize by ``scale`` into planes described by ``spec`` (bit depth and subsampling may
-    differ from the input's; matrix and range are the input's), in one swscale call."""
-    frame = frame_from_planes(picture.y, picture.u, picture.v, picture.spec, picture.tags)
-    out = frame.reformat(width=picture.width * scale, height=picture.height * scale, format=format_name(spec), interpolation=method)
-    resized = picture_from_frame(out)
-    return replace(picture, y=resized.y, u=resized.u, v=resized.v, spec=spec, qp_map=None)
-
-
-def resize(picture: Picture, width: int, height: int, method: Method = "LANCZOS") -> Picture:
-    """Resize every plane of ``picture`` to ``width`` x ``height`` luma samples (swscale, same
-    format; its ``qp_map`` is dropped: it no longer matches)."""
-    frame = frame_from_planes(picture.y, picture.u, picture.v, picture.spec, picture.tags)
-    resized = picture_from_frame(frame.reformat(width=width, height=height, interpolation=method))
-    return replace(picture, y=resized.y, u=resized.u, v=resized.v, qp_map=None)
+    """Resize by ``scale`` into planes described by ``spec``, in one swscale call."""
+    return resize(picture, picture.width * scale, picture.height * scale, method, spec)
 
 
 def fitted_size(width: int, height: int, box_width: int, box_height: int, multiple: tuple[int, int] = (1, 1)) -> tuple[int, int]:

@@ -36,3 +36,22 @@ def describe(exc: BaseException) -> str:
     """
     text = getattr(exc, "strerror", None) or str(exc)
     return text.strip().rstrip(".") or type(exc).__name__
+
+
+def words(exc: BaseException, *, first_line: bool = False) -> str:
+    """The message of ``exc`` on one line (or only its first line: a traceback carried in a
+    message), never its class name; without a trailing full stop; ``no details`` if empty."""
+    text = str(exc).strip()
+    if first_line:
+        text = text.splitlines()[0] if text else ""
+    return " ".join(text.split()).rstrip(".") or "no details"
+
+
+def require(module: str, error: VsrError):
+    """Import an optional dependency; raise ``error`` (saying what to install) where it is missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise error from None

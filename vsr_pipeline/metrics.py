@@ -84,25 +84,14 @@ _END_TO_END_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
 OUTPUT_KINDS = ("upscaled", "classical", "repeated")
 
 
-class _ScrapeTimeCollector:
-    """Reads queue depths, window fill and throughput when Prometheus scrapes."""
+class _ScrapeTime:
+    """A collector that asks ``metrics.scrape()`` for its families when Prometheus scrapes."""
 
     def __init__(self, metrics: "PipelineMetrics") -> None:
-        self._m = metrics
+        self.collect = metrics.scrape
 
     def describe(self):
         return []
-
-    def collect(self):
-        depth = GaugeMetricFamily("vsr_queue_depth", "Items waiting in an inter-stage queue.", labels=["queue"])
-        capacity = GaugeMetricFamily("vsr_queue_capacity", "Bound of an inter-stage queue.", labels=["queue"])
-        for name, q in self._m.queues.items():
-            depth.add_metric([name], q.qsize())
-            capacity.add_metric([name], q.maxsize)
-        yield depth
-        yield capacity
-        yield GaugeMetricFamily("vsr_window_frames", "Frames held by the temporal window.", value=self._m.window_frames())
-        yield GaugeMetricFamily("vsr_throughput_fps", "Frames upscaled by the network and written, per second over the last 5 seconds.", value=self._m.throughput())
 
 
 class PipelineMetrics:
@@ -134,7 +123,19 @@ class PipelineMetrics:
         self._done_times: collections.deque[float] = collections.deque(maxlen=4096)  # 5 s at up to 800 fps
         self._born = time.monotonic()
         self._lock = threading.Lock()
-        r.register(_ScrapeTimeCollector(self))
+        r.register(_ScrapeTime(self))
+
+    def scrape(self):
+        """The values read when Prometheus scrapes: queue depths, window fill, throughput."""
+        depth = GaugeMetricFamily("vsr_queue_depth", "Items waiting in an inter-stage queue.", labels=["queue"])
+        capacity = GaugeMetricFamily("vsr_queue_capacity", "Bound of an inter-stage queue.", labels=["queue"])
+        for name, q in self.queues.items():
+            depth.add_metric([name], q.qsize())
+            capacity.add_metric([name], q.maxsize)
+        yield depth
+        yield capacity
+        yield GaugeMetricFamily("vsr_window_frames", "Frames held by the temporal window.", value=self.window_frames())
+        yield GaugeMetricFamily("vsr_throughput_fps", "Frames upscaled by the network and written, per second over the last 5 seconds.", value=self.throughput())
 
     def frame_done(self, stage: str, seconds: float, *, kind: str = "upscaled") -> None:
         """Count one frame out of ``stage`` that took ``seconds``. An ``encode`` frame is also
@@ -168,7 +169,11 @@ class PipelineMetrics:
 
     def count(self, stage: str) -> int:
         """Frames counted so far for ``stage``."""
-        return int(self.frames.labels(stage)._value.get())
+        return int(self.value(self.frames, stage))
+
+    def value(self, counter, *labels: str) -> float:
+        """Current value of a counter (for logs and tests)."""
+        return float((counter.labels(*labels) if labels else counter)._value.get())
 
 
 class LiveMetrics(PipelineMetrics):
@@ -192,7 +197,6 @@ class LiveMetrics(PipelineMetrics):
             self.dropped.labels(reason)
         self._bytes: collections.deque[tuple[float, int]] = collections.deque(maxlen=4096)
         self._output_connected: bool | None = None  # None: the output has not been opened yet
-        r.register(_BitrateCollector(self))
 
     def output_state(self, connected: bool) -> None:
         """The output is open (``connected``) or down; ``vsr_output_connected`` has no sample
@@ -212,24 +216,13 @@ class LiveMetrics(PipelineMetrics):
             recent = sum(size for t, size in self._bytes if now - t <= horizon)
         return 8.0 * recent / horizon
 
-    def value(self, counter, *labels: str) -> float:
-        """Current value of a counter (for logs and tests)."""
-        return float((counter.labels(*labels) if labels else counter)._value.get())
-
-
-class _BitrateCollector:
-    def __init__(self, metrics: LiveMetrics) -> None:
-        self._m = metrics
-
-    def describe(self):
-        return []
-
-    def collect(self):
-        yield GaugeMetricFamily("vsr_input_bitrate_bps", "Input bitrate over the last 5 seconds, bits per second.", value=self._m.bitrate())
-        state = self._m._output_connected
+    def scrape(self):
+        """:meth:`PipelineMetrics.scrape`, the input bitrate and whether the output is open."""
+        yield from super().scrape()
+        yield GaugeMetricFamily("vsr_input_bitrate_bps", "Input bitrate over the last 5 seconds, bits per second.", value=self.bitrate())
         output = GaugeMetricFamily("vsr_output_connected", "1 while the output is open, 0 while it is down (no sample before it is first opened).")
-        if state is not None:
-            output.add_metric([], 1.0 if state else 0.0)
+        if self._output_connected is not None:
+            output.add_metric([], 1.0 if self._output_connected else 0.0)
         yield output
 
 

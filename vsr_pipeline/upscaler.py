@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from ._upload import PlaneUploader
 from .colour import ColourSpec, planes_to_rgb, quantised_planes
 from .engines.base import Backend, out_of_memory
+from .errors import words
 from .io.frames import Picture, planes_tensor, qp_pixels  # noqa: F401 (planes_tensor: imported from here by callers)
 from .models.vsrnet import SIZE_MULTIPLE, coding_condition
 from .window import SlidingWindow, Window
@@ -98,6 +99,16 @@ def picture_condition(picture: Picture) -> torch.Tensor:
     if picture.qp_map is not None:
         qp = torch.from_numpy(qp_pixels(picture.qp_map.astype(np.float32, copy=False), picture.height, picture.width))
     return coding_condition(qp, picture.height, picture.width)
+
+
+def network_input(picture: Picture, cond_channels: int, upload: PlaneUploader) -> torch.Tensor:
+    """The network's input for ``picture``: ``(1, 3 + K, Hp, Wp)`` float RGB (nominal range
+    [0, 1]) and the K = ``cond_channels`` planes of coding condition, padded to
+    :data:`SIZE_MULTIPLE`, on ``upload``'s device."""
+    rgb = planes_to_rgb(upload(picture.y), upload(picture.u), upload(picture.v), picture.spec)
+    if cond_channels:
+        rgb = torch.cat([rgb, picture_condition(picture).to(rgb.device)], dim=1)
+    return pad_to_multiple(rgb)
 
 
 def tile_grid(height: int, width: int, tile: int, halo: int = TILE_HALO) -> list[tuple[Box, Box]]:
@@ -207,13 +218,8 @@ class VideoUpscaler:
 
     # -- per frame: into the window ---------------------------------------------------------------
     def _prepare(self, picture: Picture) -> torch.Tensor:
-        """The network's input for ``picture``: ``(1, 3 + K, Hp, Wp)`` float RGB (nominal range
-        [0, 1]) and the K planes of coding condition, padded to :data:`SIZE_MULTIPLE`, on the
-        backend's tensor device."""
-        rgb = planes_to_rgb(self.upload(picture.y), self.upload(picture.u), self.upload(picture.v), picture.spec)
-        if self.backend.cond_channels:
-            rgb = torch.cat([rgb, picture_condition(picture).to(rgb.device)], dim=1)
-        return pad_to_multiple(rgb)
+        """:func:`network_input` on the backend's tensor device."""
+        return network_input(picture, self.backend.cond_channels, self.upload)
 
     def _enter_arrived(self) -> list[Window[_Entry]]:
         """Encode the pictures waiting (``batch`` at a time), push them into the window; return
@@ -239,22 +245,22 @@ class VideoUpscaler:
 
     def _encode_tiles(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`_encode` in tiles, one picture at a time (memory: one tile's)."""
-        parts = [self._encode_picture_tiles(one) for one in x.split(1)]
-        return torch.stack([f for f, _ in parts], dim=1).flatten(0, 1), torch.stack([g for _, g in parts], dim=1).flatten(0, 1)
-
-    def _encode_picture_tiles(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = x.shape[-2:]
-        feat = flow_feat = None
-        for core, region in tile_grid(height, width, self.tile, self.halo):
-            f, g = self.backend.encode(_crop(x, region))
-            if feat is None:
-                feat = f.new_empty((*f.shape[:2], height, width))
-                flow_feat = g.new_empty((*g.shape[:2], height // SIZE_MULTIPLE, width // SIZE_MULTIPLE))
-            inner = _inside(core, region)
-            feat[..., core[0] : core[1], core[2] : core[3]] = _crop(f, inner)
-            q = SIZE_MULTIPLE
-            flow_feat[..., core[0] // q : core[1] // q, core[2] // q : core[3] // q] = _crop(g, inner, q)
-        return feat, flow_feat
+        q = SIZE_MULTIPLE
+        feats, flow_feats = [], []
+        for one in x.split(1):
+            feat = flow_feat = None
+            for core, region in tile_grid(height, width, self.tile, self.halo):
+                f, g = self.backend.encode(_crop(one, region))
+                if feat is None:
+                    feat = f.new_empty((*f.shape[:2], height, width))
+                    flow_feat = g.new_empty((*g.shape[:2], height // q, width // q))
+                inner = _inside(core, region)
+                feat[..., core[0] : core[1], core[2] : core[3]] = _crop(f, inner)
+                flow_feat[..., core[0] // q : core[1] // q, core[2] // q : core[3] // q] = _crop(g, inner, q)
+            feats.append(feat)
+            flow_feats.append(flow_feat)
+        return torch.stack(feats, dim=1).flatten(0, 1), torch.stack(flow_feats, dim=1).flatten(0, 1)
 
     # -- per window: out of the network ------------------------------------------------------------
     def _upscale(self, windows: list[Window[_Entry]]) -> list[Picture]:
@@ -276,19 +282,19 @@ class VideoUpscaler:
 
     def _reconstruct_tiles(self, windows: list[Window[_Entry]]) -> torch.Tensor:
         """:meth:`_reconstruct` in tiles, one window at a time (memory: one tile's)."""
-        return torch.cat([self._reconstruct_window_tiles([w]) for w in windows])
-
-    def _reconstruct_window_tiles(self, windows: list[Window[_Entry]]) -> torch.Tensor:
         height, width = windows[0].centre.rgb.shape[-2:]
         s = self.scale
-        out = None
-        for core, region in tile_grid(height, width, self.tile, self.halo):
-            hr = self.backend.reconstruct(*self._stacked(windows, region))
-            if out is None:
-                out = hr.new_empty((hr.shape[0], hr.shape[1], height * s, width * s))
-            y0, y1, x0, x1 = core
-            out[..., y0 * s : y1 * s, x0 * s : x1 * s] = _crop(hr, tuple(v * s for v in _inside(core, region)))
-        return out
+        outs = []
+        for window in windows:
+            out = None
+            for core, region in tile_grid(height, width, self.tile, self.halo):
+                hr = self.backend.reconstruct(*self._stacked([window], region))
+                if out is None:
+                    out = hr.new_empty((hr.shape[0], hr.shape[1], height * s, width * s))
+                y0, y1, x0, x1 = core
+                out[..., y0 * s : y1 * s, x0 * s : x1 * s] = _crop(hr, tuple(v * s for v in _inside(core, region)))
+            outs.append(out)
+        return torch.cat(outs)
 
     @staticmethod
     def _stacked(windows: list[Window[_Entry]], box: Box | None = None) -> tuple[torch.Tensor, ...]:
@@ -314,7 +320,7 @@ class VideoUpscaler:
             except Exception as exc:  # noqa: BLE001 (anything but running out of memory goes up)
                 if not out_of_memory(exc):
                     raise
-                reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                reason = words(exc, first_line=True)[:160]
             # Out of the except block: the failed call's tensors are released before the retry.
             self.tile = FALLBACK_TILE
             if torch.device(self.backend.tensor_device).type == "cuda" or self.backend.device == "cuda":

@@ -16,7 +16,6 @@ from vsr_pipeline.engines.build import MIN_PSNR_DB, parse_size, sample_pictures
 from vsr_pipeline.engines.export import cached_onnx
 from vsr_pipeline.engines.tensorrt_backend import EngineBuild, engine_path, profile_shapes
 from vsr_pipeline.errors import ConfigError
-from vsr_pipeline.models.vsrnet import VSRNet
 from vsr_pipeline.models.weights import load_network, save_weights
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None

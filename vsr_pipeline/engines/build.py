@@ -113,16 +113,11 @@ def sample_pictures(width: int, height: int, count: int) -> list[Picture]:
 
     from ..classical import resize
     from ..demo import sample_clip
-    from ..io.source import open_source
+    from ..io.source import open_source, peek
 
     source = open_source(str(sample_clip()))
     try:
-        decoded = []
-        for item in source:
-            if isinstance(item, Picture):
-                decoded.append(item)
-                if len(decoded) == count:
-                    break
+        decoded, _ = peek(source, count)
     finally:
         source.close()
     out = []
@@ -169,17 +164,10 @@ def network_inputs(pictures: list[Picture], cond_channels: int, device: str = "c
     """The network's ``(F, 3 + K, Hp, Wp)`` padded float inputs for ``pictures``, made by the
     upscale stage's own colour path (:mod:`..upscaler`)."""
     from .._upload import PlaneUploader
-    from ..colour import planes_to_rgb
-    from ..upscaler import pad_to_multiple, picture_condition
+    from ..upscaler import network_input
 
     upload = PlaneUploader(device)
-    rows = []
-    for p in pictures:
-        rgb = planes_to_rgb(upload(p.y), upload(p.u), upload(p.v), p.spec)
-        if cond_channels:
-            rgb = torch.cat([rgb, picture_condition(p).to(rgb.device)], dim=1)
-        rows.append(pad_to_multiple(rgb))
-    return torch.cat(rows)
+    return torch.cat([network_input(p, cond_channels, upload) for p in pictures])
 
 
 def tensorrt_unavailable() -> str:
@@ -240,16 +228,21 @@ def build(config: BuildConfig, *, log: Callable[[str], None] = print) -> BuildRe
         gpu_reference = TorchBackend(weights, device="cuda")
 
     failures = []
+
+    def judge(width: int, height: int, runtime: str, db: float, what: str, frames: str = "") -> None:
+        """Record and log one comparison with the PyTorch fp32 reference."""
+        report.psnr[(width, height, runtime)] = db
+        verdict = "ok" if db > MIN_PSNR_DB else "FAILED"
+        log(f"{width}x{height}: {what} vs PyTorch fp32: PSNR {db:.1f} dB{frames} (must exceed {MIN_PSNR_DB:.0f}): {verdict}")
+        if db <= MIN_PSNR_DB:
+            name = runtime if runtime == "onnxruntime" else f"tensorrt {config.precision}"
+            failures.append(f"{name} at {width}x{height}: {db:.1f} dB")
+
     for width, height in config.sizes:
         frames = network_inputs(sample_pictures(width, height, config.frames), net_config.cond_channels)
         with torch.inference_mode():
             ref = window_outputs(reference, frames, window)
-            db = psnr_db(window_outputs(onnx, frames, window), ref)
-        report.psnr[(width, height, "onnxruntime")] = db
-        verdict = "ok" if db > MIN_PSNR_DB else "FAILED"
-        log(f"{width}x{height}: onnxruntime/cpu vs PyTorch fp32: PSNR {db:.1f} dB over {config.frames} real frames (must exceed {MIN_PSNR_DB:.0f}): {verdict}")
-        if db <= MIN_PSNR_DB:
-            failures.append(f"onnxruntime at {width}x{height}: {db:.1f} dB")
+            judge(width, height, "onnxruntime", psnr_db(window_outputs(onnx, frames, window), ref), "onnxruntime/cpu", f" over {config.frames} real frames")
         if trt_backend is None:
             continue
         hp, wp = height + (-height % SIZE_MULTIPLE), width + (-width % SIZE_MULTIPLE)
@@ -262,12 +255,7 @@ def build(config: BuildConfig, *, log: Callable[[str], None] = print) -> BuildRe
         with torch.inference_mode(), _Fp32():
             gpu_ref = window_outputs(gpu_reference, frames.cuda(), window)
         with torch.inference_mode():
-            db = psnr_db(window_outputs(trt_backend, frames.cuda(), window), gpu_ref)
-        report.psnr[(width, height, "tensorrt")] = db
-        verdict = "ok" if db > MIN_PSNR_DB else "FAILED"
-        log(f"{width}x{height}: tensorrt {config.precision} engines {', '.join(made)}; vs PyTorch fp32: PSNR {db:.1f} dB (must exceed {MIN_PSNR_DB:.0f}): {verdict}")
-        if db <= MIN_PSNR_DB:
-            failures.append(f"tensorrt {config.precision} at {width}x{height}: {db:.1f} dB")
+            judge(width, height, "tensorrt", psnr_db(window_outputs(trt_backend, frames.cuda(), window), gpu_ref), f"tensorrt {config.precision} engines {', '.join(made)};")
     if skipped:
         report.tensorrt_skipped = skipped
         log(f"tensorrt: step skipped: {skipped}")

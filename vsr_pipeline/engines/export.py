@@ -48,22 +48,15 @@ class OnnxModels:
     key: str
 
 
-class _Encode(nn.Module):
-    def __init__(self, net: VSRNet) -> None:
+class _Half(nn.Module):
+    """One half of the network, ``encode`` or ``reconstruct``, as a module to export."""
+
+    def __init__(self, net: VSRNet, half: str) -> None:
         super().__init__()
-        self.net = net
+        self.net, self.half = net, half
 
-    def forward(self, rgb):
-        return self.net.encode(rgb)
-
-
-class _Reconstruct(nn.Module):
-    def __init__(self, net: VSRNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, rgb_centre, feat_centre, flow_feat_centre, feats, flow_feats):
-        return self.net.reconstruct(rgb_centre, feat_centre, flow_feat_centre, feats, flow_feats)
+    def forward(self, *inputs):
+        return getattr(self.net, self.half)(*inputs)
 
 
 def export_key(weights: Path) -> str:
@@ -84,11 +77,11 @@ def export_onnx(net: VSRNet, folder: Path, *, height: int = 32, width: int = 48)
     with writing(folder, folder=True) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _Encode(net), (rgb,), str(tmp / "encode.onnx"), input_names=list(ENCODE_INPUTS), output_names=list(ENCODE_OUTPUTS),
+            _Half(net, "encode"), (rgb,), str(tmp / "encode.onnx"), input_names=list(ENCODE_INPUTS), output_names=list(ENCODE_OUTPUTS),
             dynamic_axes={"rgb": full, "feat": full, "flow_feat": quarter}, opset_version=OPSET, dynamo=False,
         )
         torch.onnx.export(
-            _Reconstruct(net), window_args, str(tmp / "reconstruct.onnx"), input_names=list(RECONSTRUCT_INPUTS),
+            _Half(net, "reconstruct"), window_args, str(tmp / "reconstruct.onnx"), input_names=list(RECONSTRUCT_INPUTS),
             output_names=list(RECONSTRUCT_OUTPUTS),
             dynamic_axes={
                 "rgb_centre": full, "feat_centre": full, "flow_feat_centre": quarter,

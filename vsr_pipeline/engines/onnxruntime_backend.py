@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, require
 from ..models.weights import load_config
 from .base import Backend
-from .export import cached_onnx
+from .export import ENCODE_INPUTS, RECONSTRUCT_INPUTS, cached_onnx
 
 
 class OnnxRuntimeBackend(Backend):
@@ -27,10 +27,7 @@ class OnnxRuntimeBackend(Backend):
     tensor_device = "cpu"  # fed numpy arrays from host memory, whatever its execution provider
 
     def __init__(self, weights: Path | None = None, *, device: str = "cpu", threads: int = 0, cache: Path | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BackendUnavailable("backend onnxruntime needs the onnxruntime package: pip install onnxruntime") from None
+        ort = require("onnxruntime", BackendUnavailable("backend onnxruntime needs the onnxruntime package: pip install onnxruntime"))
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -51,16 +48,10 @@ class OnnxRuntimeBackend(Backend):
         return t.detach().cpu().float().numpy()
 
     def encode(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feat, flow_feat = self._encode.run(None, {"rgb": self._np(rgb)})
+        feat, flow_feat = self._encode.run(None, {ENCODE_INPUTS[0]: self._np(rgb)})
         return torch.from_numpy(feat), torch.from_numpy(flow_feat)
 
     def reconstruct(self, rgb_centre, feat_centre, flow_feat_centre, feats, flow_feats) -> torch.Tensor:
-        feeds = {
-            "rgb_centre": self._np(rgb_centre),
-            "feat_centre": self._np(feat_centre),
-            "flow_feat_centre": self._np(flow_feat_centre),
-            "feats": self._np(feats),
-            "flow_feats": self._np(flow_feats),
-        }
-        (out,) = self._reconstruct.run(None, feeds)
+        tensors = (rgb_centre, feat_centre, flow_feat_centre, feats, flow_feats)
+        (out,) = self._reconstruct.run(None, {name: self._np(t) for name, t in zip(RECONSTRUCT_INPUTS, tensors)})
         return torch.from_numpy(out)

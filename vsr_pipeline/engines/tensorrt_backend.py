@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, require
 from ..models.weights import engines_dir, load_config
 from .base import Backend
 from .._files import file_sha256, writing
@@ -89,11 +89,7 @@ def profile_shapes(graph: str, height: int, width: int, channels: int, flow_chan
 
 
 def _import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise BackendUnavailable("backend tensorrt needs NVIDIA TensorRT's Python package (tensorrt), which is not installed; use --backend torch --device cuda") from None
-    return trt
+    return require("tensorrt", BackendUnavailable("backend tensorrt needs NVIDIA TensorRT's Python package (tensorrt), which is not installed; use --backend torch --device cuda"))
 
 
 def build_engine(onnx_path: Path, shapes: dict, *, precision: str, timing_cache: Path, workspace_bytes: int = 4 << 30) -> bytes:
@@ -159,25 +155,21 @@ class _Runner:
         return {name: r.clone() for name, r in results.items()}  # buffers are reused by the next call
 
 
-def engine_build(trt, onnx_path: Path, shapes: dict, precision: str) -> EngineBuild:
-    """What an engine built now, here, from ``onnx_path`` for ``shapes`` would depend on (the
-    GPU is PyTorch's current CUDA device)."""
-    major, minor = torch.cuda.get_device_capability()
-    return EngineBuild(file_sha256(onnx_path), shapes, precision, trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}")
-
-
 def engine_path(cache: Path, graph: str, build: EngineBuild) -> Path:
     """The cache file of the engine of ``graph`` (``encode`` or ``reconstruct``) for ``build``."""
     return cache / f"trt-{graph}-{engine_cache_key(build)}.engine"
 
 
 def ensure_engine(trt, onnx_path: Path, graph: str, shapes: dict, *, precision: str, cache: Path) -> tuple[Path, bool]:
-    """The engine file for these inputs, built (and written atomically) if the cache has none.
+    """The engine file for these inputs on this GPU (PyTorch's current CUDA device), built (and
+    written atomically) if the cache has none.
 
     Returns:
         ``(path, built)``: ``built`` is False when the engine came from the cache.
     """
-    path = engine_path(cache, graph, engine_build(trt, onnx_path, shapes, precision))
+    major, minor = torch.cuda.get_device_capability()
+    build = EngineBuild(file_sha256(onnx_path), shapes, precision, trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}")
+    path = engine_path(cache, graph, build)
     if path.is_file():
         return path, False
     cache.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 
-from ..errors import ConfigError
+from ..errors import ConfigError, require
 
 _PROGRESS_LINE = re.compile(r"^[a-z_0-9]+=\S*$")  # -progress key=value lines
 _QUIET = ("-hide_banner", "-nostdin", "-loglevel", "error")
@@ -39,26 +39,21 @@ def ffmpeg_for(protocol: str) -> str:
     return path
 
 
-def _ffmpeg_module():
-    try:
-        import ffmpeg
-    except ImportError:
-        raise ConfigError("SRT/RIST bridging needs the ffmpeg-python package: pip install ffmpeg-python") from None
-    return ffmpeg
-
-
 def ingest_command(url: str, protocol: str) -> list[str]:
     """``ffmpeg`` receiving ``url`` and writing MPEG-TS (streams copied) to stdout."""
-    ffmpeg = _ffmpeg_module()
-    stream = ffmpeg.input(url, f="mpegts", **_LOW_DELAY_INPUT).output("pipe:1", f="mpegts", c="copy", map="0", flush_packets=1)
-    return [ffmpeg_for(protocol), *_QUIET, *stream.compile(cmd="ffmpeg")[1:]]
+    return _copy_command(url, "pipe:1", protocol)
 
 
 def egress_command(url: str, protocol: str) -> list[str]:
-    """``ffmpeg`` reading MPEG-TS on stdin and sending it (streams copied) to ``url``."""
-    ffmpeg = _ffmpeg_module()
-    stream = ffmpeg.input("pipe:0", f="mpegts", **_LOW_DELAY_INPUT).output(url, f="mpegts", c="copy", map="0", flush_packets=1)
-    return [ffmpeg_for(protocol), *_QUIET, "-progress", "pipe:2", "-stats_period", "0.5", *stream.compile(cmd="ffmpeg")[1:]]
+    """``ffmpeg`` reading MPEG-TS on stdin and sending it (streams copied) to ``url``, reporting
+    the bytes sent on stderr."""
+    return _copy_command("pipe:0", url, protocol, "-progress", "pipe:2", "-stats_period", "0.5")
+
+
+def _copy_command(source: str, target: str, protocol: str, *extra: str) -> list[str]:
+    ffmpeg = require("ffmpeg", ConfigError("SRT/RIST bridging needs the ffmpeg-python package: pip install ffmpeg-python"))
+    stream = ffmpeg.input(source, f="mpegts", **_LOW_DELAY_INPUT).output(target, f="mpegts", c="copy", map="0", flush_packets=1)
+    return [ffmpeg_for(protocol), *_QUIET, *extra, *stream.compile(cmd="ffmpeg")[1:]]
 
 
 class Bridge:

@@ -3,7 +3,7 @@
 :class:`LiveInput` turns a live URL into a never-ending sequence of events: decoded video pictures
 and audio samples (with their input timestamps and arrival times), and ``Stall`` events when the
 input goes silent or disconnects. Placing them on the output timeline is the pipeline's job
-(:mod:`.stream`).
+(:mod:`..run.live_job`).
 
 PyAV's FFmpeg reads UDP, RTP (MPEG-TS payload), TCP, RTMP and RTSP directly; SRT and RIST come
 through a system FFmpeg bridge (:mod:`..io.bridge`). Either way a read that waits longer than

@@ -82,15 +82,13 @@ class RtpTsReader:
     def read(self, size: int = 65536) -> bytes:
         deadline = time.monotonic() + self.timeout
         while True:
-            if self._heap and (len(self._heap) >= _REORDER or self._heap[0][0] == self._next):
+            silent = time.monotonic() >= deadline or (self.stop is not None and self.stop.is_set())
+            # In order, or the oldest once the reorder window is full; on silence, what is held first.
+            if self._heap and (silent or len(self._heap) >= _REORDER or self._heap[0][0] == self._next):
                 seq, payload = heapq.heappop(self._heap)
                 self._next = seq + 1
                 return payload
-            if time.monotonic() >= deadline or (self.stop is not None and self.stop.is_set()):
-                if self._heap:  # flush what is held before reporting silence
-                    seq, payload = heapq.heappop(self._heap)
-                    self._next = seq + 1
-                    return payload
+            if silent:
                 self.timed_out = True
                 return b""
             try:

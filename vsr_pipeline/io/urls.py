@@ -48,10 +48,8 @@ def parse_endpoint(name: str, *, output: bool) -> Endpoint:
             return Endpoint(name, "hls", True, False, "hls")
         return Endpoint(name, "file", False, False, None)
     if scheme in LIVE_PROTOCOLS:
-        if not output and scheme == "rtp":
-            pass  # MPEG-TS over RTP is read directly; other RTP payloads need an SDP file
-        if output and scheme == "rtsp":
-            pass  # publishes to an RTSP server (ANNOUNCE/RECORD)
+        # An rtp:// input is MPEG-TS over RTP, read directly (other RTP payloads need an SDP
+        # file); an rtsp:// output publishes to an RTSP server (ANNOUNCE/RECORD).
         return Endpoint(name, scheme, True, scheme in BRIDGED_PROTOCOLS, _OUTPUT_CONTAINERS[scheme] if output else None)
     if scheme in _FILE_LIKE:
         hls = output and urlsplit(name).path.lower().endswith(".m3u8")

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .._files import discard, ensure_folder, is_partial, partial_path
-from ..errors import ConfigError, InputError, OutputError, VsrError
+from ..errors import ConfigError, InputError, OutputError, VsrError, require, words
 from ..metrics import PipelineMetrics
 from .batch_metrics import BatchMetrics
 from .harness import close_all, progress_bar, terminal_size
@@ -68,9 +68,9 @@ class Item:
     frames: int = 0  #: frames the input is expected to have (0: unknown)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FileResult:
-    """What became of one file."""
+    """What became of one file (or, coming back from :func:`run_one`, of one job)."""
 
     key: str
     status: str  #: done, failed, skipped (done by an earlier run)
@@ -79,10 +79,7 @@ class FileResult:
     error: str = ""
     damage: str = ""
     worker: str = ""  #: host:pid that ran it
-
-    @property
-    def damaged(self) -> bool:
-        return bool(self.damage)
+    log: tuple[str, ...] = ()  #: the lines the job logged
 
 
 @dataclass
@@ -105,7 +102,7 @@ class BatchSummary:
 
     @property
     def damaged(self) -> list[FileResult]:
-        return [r for r in self.by("done") if r.damaged]
+        return [r for r in self.by("done") if r.damage]
 
     @property
     def exit_status(self) -> int:
@@ -244,10 +241,9 @@ class Job:
     part: Path | None = None
 
 
-def run_one(options: RunOptions, metrics=None) -> dict:
+def run_one(options: RunOptions, metrics=None) -> FileResult:
     """Run the file job for one file (or one chunk of it: ``options.span``); never raises for a
-    problem of that file (Ctrl-C excepted): returns ``ok``, ``frames``, ``seconds``, ``damage``,
-    ``error``, ``log`` (its lines) and ``worker``."""
+    problem of that file (Ctrl-C excepted): its result, with the key left for the driver to set."""
     from .file_job import run_file
 
     lines: list[str] = []
@@ -255,12 +251,10 @@ def run_one(options: RunOptions, metrics=None) -> dict:
     started = time.perf_counter()
     try:
         summary = run_file(options, log=lines.append, progress=False, metrics=metrics)
-    except VsrError as exc:
-        return {"ok": False, "error": str(exc), "log": lines, "worker": worker, "seconds": time.perf_counter() - started}
     except Exception as exc:  # noqa: BLE001 (one file's failure must not stop the batch)
-        text = " ".join(str(exc).split()).rstrip(".") or "no details"
-        return {"ok": False, "error": f"internal error: {text}", "log": lines, "worker": worker, "seconds": time.perf_counter() - started}
-    return {"ok": True, "frames": summary.frames, "seconds": summary.seconds, "damage": summary.damage, "log": lines, "worker": worker}
+        error = str(exc) if isinstance(exc, VsrError) else f"internal error: {words(exc)}"
+        return FileResult("", "failed", seconds=time.perf_counter() - started, error=error, worker=worker, log=tuple(lines))
+    return FileResult("", "done", summary.frames, summary.seconds, damage=summary.damage, worker=worker, log=tuple(lines))
 
 
 # -- runners ------------------------------------------------------------------------------------------
@@ -286,8 +280,6 @@ class LocalRunner:
     """``workers`` threads in this process, each running one file job at a time. On Ctrl-C or
     SIGTERM, :meth:`close` makes the running jobs stop at their next frame (their partial outputs
     are removed) and waits for them."""
-
-    name = "local"
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
@@ -323,31 +315,19 @@ class LocalRunner:
                     self._running.pop(job.key, None)
             self._done.put((job, result))
 
-    def in_flight(self) -> int:
-        with self._lock:
-            return len(self._running)
-
-    def live_frames(self) -> int:
-        """Frames written so far by the jobs still running."""
-        with self._lock:
-            return sum(m.count("encode") for m in self._running.values())
-
     def running(self) -> list[tuple[str, int | None]]:
         """The jobs running now, with the frames each has written."""
         with self._lock:
             return [(key, m.count("encode")) for key, m in self._running.items()]
 
-    def wait(self, timeout: float) -> list[tuple[Job, dict]]:
+    def wait(self, timeout: float) -> list[tuple[Job, FileResult]]:
+        out = []
         try:
-            first = self._done.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        out = [first]
-        while True:
-            try:
+            out.append(self._done.get(timeout=timeout))
+            while True:
                 out.append(self._done.get_nowait())
-            except queue.Empty:
-                return out
+        except queue.Empty:
+            return out
 
     def close(self, timeout: float = 60.0) -> None:
         self._stop.set()
@@ -359,10 +339,8 @@ class LocalRunner:
 class RayRunner:
     """One Ray task per file, at most ``workers`` in flight (see module docstring)."""
 
-    name = "ray"
-
     def __init__(self, address: str, workers: int | None, log: Log) -> None:
-        ray = _import_ray()
+        ray = require("ray", ConfigError("--ray-address needs Ray, which is not installed: pip install 'vsr_pipeline[cluster]' (or leave --ray-address out to run here)"))
         self._ray = ray
         self._started = False
         if not ray.is_initialized():
@@ -370,7 +348,7 @@ class RayRunner:
             try:
                 ray.init(address=address, **kwargs)
             except Exception as exc:  # noqa: BLE001 (Ray raises ConnectionError, RuntimeError, ValueError...)
-                raise ConfigError(f"--ray-address {address}: cannot start or join a Ray cluster: {_words(exc)}") from None
+                raise ConfigError(f"--ray-address {address}: cannot start or join a Ray cluster: {words(exc, first_line=True)}") from None
             self._started = True
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
@@ -395,16 +373,11 @@ class RayRunner:
             job = self._pending.pop()
             self._flight[self._remote.remote(job.options)] = job
 
-    def in_flight(self) -> int:
-        return len(self._flight)
-
-    def live_frames(self) -> int:
-        return 0  # frames are known when a task comes back
-
     def running(self) -> list[tuple[str, int | None]]:
+        """The tasks in flight (their frames are known only when they come back)."""
         return [(job.key, None) for job in self._flight.values()]
 
-    def wait(self, timeout: float) -> list[tuple[Job, dict]]:
+    def wait(self, timeout: float) -> list[tuple[Job, FileResult]]:
         if not self._flight:
             time.sleep(timeout)
             return []
@@ -415,7 +388,7 @@ class RayRunner:
             try:
                 result = self._ray.get(ref)
             except Exception as exc:  # noqa: BLE001 (a worker that died, a task Ray could not run)
-                result = {"ok": False, "error": f"the Ray task failed: {_words(exc)}", "log": [], "worker": ""}
+                result = FileResult("", "failed", error=f"the Ray task failed: {words(exc, first_line=True)}")
             out.append((job, result))
         self._fill()
         return out
@@ -429,21 +402,6 @@ class RayRunner:
         self._flight.clear()
         if self._started:
             self._ray.shutdown()
-
-
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--ray-address needs Ray, which is not installed: pip install 'vsr_pipeline[cluster]' (or leave --ray-address out to run here)") from None
-    return ray
-
-
-def _words(exc: BaseException) -> str:
-    """The first line of an exception's message, without a class name; 'no details' if none."""
-    text = str(exc).strip()
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return first.rstrip(".") or "no details"
 
 
 # -- the batch ----------------------------------------------------------------------------------------
@@ -472,8 +430,6 @@ def run_batch(
         KeyboardInterrupt: Ctrl-C/SIGTERM; finished files are in the journal, the rest is redone
             by a rerun.
     """
-    from .assemble import metrics_server
-
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers {workers}: must be >= 1")
     if chunk_seconds is not None and chunk_seconds <= 0:
@@ -490,7 +446,7 @@ def run_batch(
             raise OutputError(f"{root / name} is a link: the batch's journal must be a file inside the output folder")
     lock = _lock(root)
     try:
-        return _run(template, input_, base, sources, root, workers, ray_address, log, progress, metrics or BatchMetrics(), metrics_server, metrics_port, metrics_host, metrics_linger, chunk_seconds)
+        return _run(template, base, sources, root, workers, ray_address, log, progress, metrics or BatchMetrics(), metrics_port, metrics_host, metrics_linger, chunk_seconds)
     finally:
         os.close(lock)
 
@@ -509,7 +465,9 @@ def _lock(root: Path) -> int:
     return fd
 
 
-def _run(template, input_, base, sources, root, workers, ray_address, log, progress, metrics, metrics_server, metrics_port, metrics_host, metrics_linger, chunk_seconds=None) -> BatchSummary:
+def _run(template, base, sources, root, workers, ray_address, log, progress, metrics, metrics_port, metrics_host, metrics_linger, chunk_seconds=None) -> BatchSummary:
+    from .assemble import metrics_server
+
     started = time.perf_counter()
     items, refused = plan(base, sources, root)
     journal = Journal(root)
@@ -541,8 +499,8 @@ def _run(template, input_, base, sources, root, workers, ray_address, log, progr
     skipped = len(summary.by("skipped"))
     log(f"batch: {len(sources)} files under {base}: {len(todo)} to do, {skipped} done before, {len(refused)} refused")
     server = metrics_server(metrics.registry, metrics_port, metrics_host, log)
-    runner = None
-    bar = None
+    runner = bar = None
+    lanes: list = []
     try:
         todo = [replace(item, frames=expected_frames(item.source)) for item in todo]
         metrics.input_frames.set(sum(item.frames for item in todo))
@@ -564,11 +522,8 @@ def _run(template, input_, base, sources, root, workers, ray_address, log, progr
         runner.start(jobs)
         seen: set[str] = set()
         remaining, written = len(jobs), sum(st.frames for st in files.values())
-        finished = 0
 
         def finish(r: FileResult) -> None:
-            nonlocal finished
-            finished += 1
             summary.results.append(r)
             metrics.file_finished(r.status)
             if r.status == "done":
@@ -576,55 +531,52 @@ def _run(template, input_, base, sources, root, workers, ray_address, log, progr
             else:
                 say(f"failed: {r.key}: {r.error}")
 
+        before = len(summary.results)
         for state in files.values():  # every chunk done by an earlier run: only the join is left
             if state.chunks and not state.pending:
-                r = _join(state, journal, settings)
-                finish(r)
+                finish(_join(state, journal, settings))
         while remaining:
             for job, result in runner.wait(0.5):
                 remaining -= 1
-                item = job.item
-                state = files[item.key]
-                for line in result.get("log", []):
+                item, state = job.item, files[job.item.key]
+                for line in result.log:
                     if line not in seen:  # the same note for every file is said once
                         seen.add(line)
                         say(f"{item.key}: {line}")
-                target = job.part if job.chunk is not None else item.target
-                if result.get("ok") and Stamp.of(target) is None:
-                    result = {**result, "ok": False, "error": "the output is missing after the job ended"}
-                if result.get("ok") and job.chunk is not None:  # kept for a rerun even if another chunk failed
-                    journal.append(job.key, "done", chunk=job.chunk.index + 1, settings=settings, source=(Stamp.of(item.source) or Stamp(0, 0)).as_list(), output_stamp=Stamp.of(job.part).as_list(), frames=int(result["frames"]), seconds=round(float(result.get("seconds", 0.0)), 3), damage=result.get("damage", ""), worker=result.get("worker", ""))
+                result = replace(result, key=item.key, log=())
+                if result.status == "done" and Stamp.of(job.part or item.target) is None:
+                    result = replace(result, status="failed", error="the output is missing after the job ended")
+                if result.status == "done" and job.chunk is not None:  # kept for a rerun even if another chunk failed
+                    _record_done(journal, job.key, item, job.part, settings, result, chunk=job.chunk.index + 1)
                 if state.failed:
                     continue  # another chunk of this file failed: it is already reported
-                if not result.get("ok"):
-                    error = result.get("error") or "failed (no details)"
+                if result.status == "failed":
+                    error = result.error or "failed (no details)"
                     if job.chunk is not None:
                         error = f"chunk {job.chunk.index + 1} of {len(state.chunks)}: {error}"
                     state.failed = True
-                    journal.append(item.key, "failed", error=error, worker=result.get("worker", ""))
-                    finish(FileResult(item.key, "failed", error=error, seconds=float(result.get("seconds", 0.0)), worker=result.get("worker", "")))
+                    journal.append(item.key, "failed", error=error, worker=result.worker)
+                    finish(replace(result, error=error))
                     continue
-                frames = int(result["frames"])
-                written += frames
+                written += result.frames
                 if job.chunk is None:
-                    r = FileResult(item.key, "done", frames=frames, seconds=float(result.get("seconds", 0.0)), damage=result.get("damage", ""), worker=result.get("worker", ""))
-                    journal.append(item.key, "done", settings=settings, source=(Stamp.of(item.source) or Stamp(0, 0)).as_list(), output=item.key, output_stamp=Stamp.of(item.target).as_list(), frames=r.frames, seconds=round(r.seconds, 3), damage=r.damage, worker=r.worker)
-                    finish(r)
+                    _record_done(journal, item.key, item, item.target, settings, result, output=item.key)
+                    finish(result)
                     continue
                 state.pending.discard(job.chunk.index)
-                state.frames += frames
-                state.seconds += float(result.get("seconds", 0.0))
-                state.damage = state.damage or result.get("damage", "")
+                state.frames += result.frames
+                state.seconds += result.seconds
+                state.damage = state.damage or result.damage
                 if not state.pending:
                     finish(_join(state, journal, settings))
-            live = written + runner.live_frames()
+            running = runner.running()
+            live = written + sum(frames or 0 for _, frames in running)  # with the frames of the jobs still running
             metrics.frames_written(live)
-            metrics.in_flight.set(runner.in_flight())
+            metrics.in_flight.set(len(running))
             if bar is not None:
                 bar.n = min(live, bar.total) if bar.total else live
-                bar.set_postfix_str(f"files {finished}/{len(todo)}, failed {len(summary.by('failed'))}", refresh=False)
+                bar.set_postfix_str(f"files {len(summary.results) - before}/{len(todo)}, failed {len(summary.by('failed'))}", refresh=False)
                 bar.refresh()
-                running = runner.running()
                 for n, lane in enumerate(lanes):
                     key, frames = running[n] if n < len(running) else ("idle", None)
                     lane.set_description_str(f"  worker {n + 1}: {key}" + (f" ({frames} frames)" if frames is not None else ""), refresh=True)
@@ -638,7 +590,7 @@ def _run(template, input_, base, sources, root, workers, ray_address, log, progr
         summary.seconds = time.perf_counter() - started
         raise BatchInterrupted(summary, exc) from None
     finally:
-        close_all(*locals().get("lanes", []), bar, runner, server)
+        close_all(*lanes, bar, runner, server)
 
 
 @dataclass
@@ -697,12 +649,11 @@ def _join(state: _FileState, journal: Journal, settings: str) -> FileResult:
     try:
         join(item.source, state.parts, item.target, container=None)
     except Exception as exc:  # noqa: BLE001 (one file's failure must not stop the batch)
-        error = f"joining its chunks failed: {_words(exc)}"
+        error = f"joining its chunks failed: {words(exc, first_line=True)}"
         journal.append(item.key, "failed", error=error)
         return FileResult(item.key, "failed", error=error)
-    stamp = Stamp.of(item.target)
-    seconds = state.seconds + time.perf_counter() - started
-    journal.append(item.key, "done", settings=settings, source=(Stamp.of(item.source) or Stamp(0, 0)).as_list(), output=item.key, output_stamp=stamp.as_list(), frames=state.frames, seconds=round(seconds, 3), damage=state.damage, chunks=len(state.chunks))
+    result = FileResult(item.key, "done", frames=state.frames, seconds=state.seconds + time.perf_counter() - started, damage=state.damage)
+    _record_done(journal, item.key, item, item.target, settings, result, output=item.key, chunks=len(state.chunks))
     if state.folder is not None:
         import shutil
 
@@ -711,7 +662,13 @@ def _join(state: _FileState, journal: Journal, settings: str) -> FileResult:
             state.folder.parent.rmdir()  # .vsr-chunks, when no other file has chunks there
         except OSError:
             pass
-    return FileResult(item.key, "done", frames=state.frames, seconds=seconds, damage=state.damage)
+    return result
+
+
+def _record_done(journal: Journal, key: str, item: Item, written: Path, settings: str, r: FileResult, **fields) -> None:
+    """Journal ``key`` as done, with the stamps of its input and of ``written`` (what a rerun checks)."""
+    source = (Stamp.of(item.source) or Stamp(0, 0)).as_list()
+    journal.append(key, "done", settings=settings, source=source, output_stamp=Stamp.of(written).as_list(), frames=r.frames, seconds=round(r.seconds, 3), damage=r.damage, worker=r.worker, **fields)
 
 
 class BatchInterrupted(KeyboardInterrupt):

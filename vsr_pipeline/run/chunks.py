@@ -26,7 +26,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
-from .._files import discard, partial_path, publish
+from .._files import writing
 from ..errors import OutputError, describe
 from ..io.source import Span
 from .options import RunOptions
@@ -115,81 +115,70 @@ def join(source: Path, parts: list[Path], target: Path, container: str | None = 
     ``target`` (written under its temporary name, renamed when complete); return video packets."""
     import av
 
-    tmp = partial_path(target)
     opened = []
     try:
-        try:
-            out = av.open(str(tmp), "w", format=container)
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise OutputError(f"cannot write {target}: {describe(exc)}") from None
-        with out:
-            opened = [av.open(str(p)) for p in parts]
-            original = av.open(str(source))
-            opened.append(original)
-            out.metadata.update({k: v for k, v in opened[0].metadata.items() if k.lower() not in ("encoder",)})
-            template = opened[0].streams.video[0]
-            video = out.add_stream_from_template(template)
-            video.time_base = template.time_base
-            copies = {}
-            for s in original.streams:
-                if s.type in ("audio", "subtitle"):
-                    try:
-                        copies[s.index] = out.add_stream_from_template(s)
-                    except (av.FFmpegError, ValueError):
-                        pass  # as the file job does: a stream the container cannot hold is dropped
-
-            def video_packets():
-                last = None
-                for part in opened[:-1]:
-                    waiting = []  # a chunk's first packets whose demuxer gave no dts (B-frame delay; Matroska)
-                    for packet in part.demux(part.streams.video[0]):
-                        if not packet.size:
-                            continue
-                        if packet.dts is None and not (waiting is None):
-                            waiting.append(packet)
-                            continue
-                        if waiting:  # back-fill: one frame apart before the first known dts
-                            step = max(1, waiting[0].duration or packet.duration or 1)
-                            for k, early in enumerate(waiting):
-                                early.dts = packet.dts - (len(waiting) - k) * step
-                        batch, waiting = [*(waiting or []), packet], None
-                        for p in batch:
-                            if p.dts is None or (last is not None and p.dts <= last):
-                                p.dts = last + 1 if last is not None else p.pts  # a seam: the next chunk's encoder started its own delay
-                            if p.pts is not None and p.dts > p.pts:
-                                p.dts = p.pts
-                            last = p.dts
-                            yield p
-                    for p in waiting or []:  # a chunk whose demuxer gave no dts at all
-                        p.dts = max(p.pts, last + 1) if last is not None else p.pts
-                        last = p.dts
-                        yield p
-
-            def copied_packets():
-                if not copies:
-                    return
-                for packet in original.demux([original.streams[i] for i in copies]):
-                    if packet.size:
-                        yield packet
-
-            def when(packet) -> float:
-                t = packet.dts if packet.dts is not None else packet.pts
-                return float((t or 0) * packet.time_base)
-
-            count = 0
-            for packet in heapq.merge(((when(p), 0, n, p) for n, p in enumerate(video_packets())), ((when(p), 1, n, p) for n, p in enumerate(copied_packets()))):
-                pkt = packet[3]
-                if packet[1] == 0:
-                    pkt.stream = video
-                    count += 1
-                else:
-                    pkt.stream = copies[pkt.stream.index]
-                out.mux(pkt)
-        publish(tmp, target)
+        with writing(target) as tmp:
+            try:
+                out = av.open(str(tmp), "w", format=container)
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                raise OutputError(f"cannot write {target}: {describe(exc)}") from None
+            with out:
+                opened = [av.open(str(p)) for p in parts]
+                original = av.open(str(source))
+                opened.append(original)
+                out.metadata.update({k: v for k, v in opened[0].metadata.items() if k.lower() not in ("encoder",)})
+                template = opened[0].streams.video[0]
+                video = out.add_stream_from_template(template)
+                video.time_base = template.time_base
+                copies = {}
+                for s in original.streams:
+                    if s.type in ("audio", "subtitle"):
+                        try:
+                            copies[s.index] = out.add_stream_from_template(s)
+                        except (av.FFmpegError, ValueError):
+                            pass  # as the file job does: a stream the container cannot hold is dropped
+                copied = (p for p in original.demux([original.streams[i] for i in copies]) if p.size) if copies else iter(())
+                count = 0
+                merged = heapq.merge(((_when(p), 0, n, p) for n, p in enumerate(_video_packets(opened[:-1]))), ((_when(p), 1, n, p) for n, p in enumerate(copied)))
+                for _, kind, _, packet in merged:
+                    packet.stream = copies[packet.stream.index] if kind else video
+                    count += kind == 0
+                    out.mux(packet)
         return count
-    except BaseException:
-        discard(tmp)
-        raise
     finally:
         for c in opened:
             c.close()
+
+
+def _video_packets(parts: list):
+    """The chunks' video packets in order, their decode timestamps made to rise across seams."""
+    last = None
+    for part in parts:
+        waiting = []  # a chunk's first packets whose demuxer gave no dts (B-frame delay; Matroska)
+        for packet in part.demux(part.streams.video[0]):
+            if not packet.size:
+                continue
+            if packet.dts is None and not (waiting is None):
+                waiting.append(packet)
+                continue
+            if waiting:  # back-fill: one frame apart before the first known dts
+                step = max(1, waiting[0].duration or packet.duration or 1)
+                for k, early in enumerate(waiting):
+                    early.dts = packet.dts - (len(waiting) - k) * step
+            batch, waiting = [*(waiting or []), packet], None
+            for p in batch:
+                if p.dts is None or (last is not None and p.dts <= last):
+                    p.dts = last + 1 if last is not None else p.pts  # a seam: the next chunk's encoder started its own delay
+                if p.pts is not None and p.dts > p.pts:
+                    p.dts = p.pts
+                last = p.dts
+                yield p
+        for p in waiting or []:  # a chunk whose demuxer gave no dts at all
+            p.dts = max(p.pts, last + 1) if last is not None else p.pts
+            last = p.dts
+            yield p
+
+
+def _when(packet) -> float:
+    t = packet.dts if packet.dts is not None else packet.pts
+    return float((t or 0) * packet.time_base)

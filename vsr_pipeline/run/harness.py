@@ -19,7 +19,7 @@ import sys
 import threading
 from typing import Callable
 
-from ..errors import VsrError
+from ..errors import VsrError, words
 
 
 class Stopped(Exception):
@@ -88,10 +88,6 @@ class Harness:
         for hook in self._halt_hooks:
             hook()
 
-    @property
-    def failed(self) -> bool:
-        return bool(self.errors)
-
     def wait(self, on_tick: Callable[[], None] | None = None, *, join_timeout: float = 30.0) -> None:
         """Block until the last stage ends (calling ``on_tick`` about 5 times a second), halt the
         others, join them, and raise the first stage error (see module docstring).
@@ -128,11 +124,10 @@ class Harness:
         # Words only: the message, never the exception's class name (``--debug`` shows the traceback).
         from ..engines.base import out_of_memory  # imports torch: only here, where a stage failed
 
-        text = str(exc).strip().rstrip(".") or "no details"
         if out_of_memory(exc):
             hint = "--tile, --batch or --window" if stage == "upscale" else "--window, --queue or --threads"
             raise VsrError(f"{stage} stage ran out of memory (run with --debug for details); try a smaller {hint}, or a smaller input") from exc
-        raise VsrError(f"{stage} stage failed: {text} (an unexpected failure; run with --debug for details)") from exc
+        raise VsrError(f"{stage} stage failed: {words(exc)} (an unexpected failure; run with --debug for details)") from exc
 
 
 def close_all(*parts) -> None:

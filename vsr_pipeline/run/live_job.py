@@ -32,6 +32,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from contextlib import suppress
 from dataclasses import replace
 from typing import Callable
 
@@ -195,7 +196,8 @@ class LivePipeline:
         finally:
             self.input.close()
             self._ingest_done.set()
-            self._put_sr(_EOS)
+            with suppress(Stopped):
+                self.harness.put(self.sr_queue, _EOS)
 
     def _ingest_video(self, event: VideoEvent) -> None:
         self.metrics.frames.labels("decode").inc()  # counted; its decode time is not measured here
@@ -214,12 +216,6 @@ class LivePipeline:
         except queue.Full:  # the network is far behind: this frame goes the classical way
             raw.reason = "queue_full"
 
-    def _put_sr(self, item) -> None:
-        try:
-            self.harness.put(self.sr_queue, item)
-        except Stopped:
-            pass
-
     # -- SR ---------------------------------------------------------------------------------------
     def _sr(self) -> None:
         detector = SceneCutDetector() if self.config.scene_cuts else None
@@ -228,11 +224,8 @@ class LivePipeline:
         single = VideoUpscaler(self.backend, window=1, output_spec=self.out_spec, faces=self.faces, tile=self.upscaler.tile, log=self.log) if radius else None
         current: VideoUpscaler | None = None  # the upscaler of the current run of frames
         previous = None  # slot of the last frame pushed
-        while not self._halt.is_set():
-            try:
-                item = self.sr_queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
+        while True:
+            item = self.harness.get(self.sr_queue)  # raises Stopped once halted
             if item is _EOS:
                 if current is not None:
                     for out in current.flush():

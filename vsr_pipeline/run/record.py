@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .._files import file_sha256
-from ..errors import OutputError, VsrError, describe
+from ..errors import OutputError, VsrError, describe, words
 
 
 class JobLog:
@@ -60,14 +60,12 @@ class JobLog:
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
-        if exc is None:
-            pass
-        elif isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, KeyboardInterrupt):
             self.record("interrupted")
         elif isinstance(exc, VsrError):
             self.record(f"error: {exc}")
-        else:
-            self.record(f"error: internal error: {' '.join(str(exc).split()) or 'no details'}")
+        elif exc is not None:
+            self.record(f"error: internal error: {words(exc)}")
         if self._file is not None:
             self._file.close()
             self._file = None
