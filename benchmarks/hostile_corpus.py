@@ -29,7 +29,7 @@ TS_PACKET = 188
 NAMES = (
     "zero-length", "random bytes", "text as .mp4", "audio only", "truncated MP4 (index at the end)", "truncated MP4 (index first)",
     "truncated MPEG-TS", "bit-flipped packets", "resolution change", "single frame", "1x1", "3x5", "10-bit", "4:2:2", "a directory",
-    "a missing file",
+    "a missing file", "interlaced", "sample aspect ratio change", "VFR with gaps", "huge declared size", "huge declared size (8192x8192)",
 )
 #: A Python exception class name in a message (``InvalidDataError``, ``RuntimeError``, ...).
 CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception|Warning)\b")
@@ -47,6 +47,8 @@ class Case:
             expected, exit 3), or ``error`` (a one-line refusal expected: exit 2).
         mentions: for errors, words the message must contain.
         suffix: the output's extension.
+        expect: ffprobe fields the output's video stream must have (e.g. ``field_order``).
+        same_times: the output's video frames must have the input's timestamps (VFR).
     """
 
     name: str
@@ -55,6 +57,8 @@ class Case:
     outcome: str
     mentions: str = ""
     suffix: str = ".mp4"
+    expect: tuple[tuple[str, str], ...] = ()
+    same_times: bool = False
 
 
 def _ffmpeg(*args: str) -> None:
@@ -156,8 +160,95 @@ def build_corpus(folder: Path) -> list[Case]:
     add(Case("a directory", "a folder named .mp4", directory, "error", "directory"))
 
     add(Case("a missing file", "a path that does not exist", folder / "does_not_exist.mp4", "error", "not found"))
+
+    interlaced = folder / "interlaced.mp4"
+    _ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=s=96x64:r=50,scroll=h=0.02", "-f", "lavfi", "-i", "sine=f=440:d=0.4", "-vf", "tinterlace=interleave_top,fieldorder=tff",
+        "-frames:v", "10", "-c:v", "libx264", "-flags", "+ilme+ildct", "-x264opts", "tff=1", "-pix_fmt", "yuv420p", "-c:a", "aac", str(interlaced),
+    )
+    add(Case("interlaced", "H.264 top field first (fields coded interlaced), with AAC", interlaced, "output", expect=(("field_order", "progressive"),), same_times=True))
+
+    parts = []
+    for i, sar in enumerate(("1/1", "4/3", "1/1")):
+        part = folder / f"sar{i}.ts"
+        _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=25", "-vf", f"setsar={sar}", "-frames:v", "8", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "0", "-output_ts_offset", str(i * 8 / 25), str(part))
+        parts.append(part.read_bytes())
+    sar_change = folder / "sar_change.ts"
+    sar_change.write_bytes(b"".join(parts))
+    add(Case("sample aspect ratio change", "MPEG-TS segments 96x64 of SAR 1:1, 4:3, 1:1 joined with cat", sar_change, "output"))
+
+    vfr = folder / "vfr_gaps.mp4"
+    _ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=2", "-f", "lavfi", "-i", "sine=f=440:d=2", "-vf", "select='not(between(t,0.6,1.0))*not(eq(mod(n,7),3))'",
+        "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(vfr),
+    )
+    add(Case("VFR with gaps", "H.264 + AAC, every 7th frame and 0.6-1.0 s missing (variable frame rate)", vfr, "output", same_times=True))
+
+    base = folder / "baseline.h264"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=0.2", "-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-f", "h264", str(base))
+    huge = folder / "sps_16384x16384.h264"
+    huge.write_bytes(claim_picture_size(base.read_bytes(), 16384, 16384))
+    add(Case("huge declared size", "H.264 whose sequence parameter set claims 16384x16384 pictures", huge, "error", "picture size", suffix=".mkv"))
+    big = folder / "sps_8192x8192.h264"
+    big.write_bytes(claim_picture_size(base.read_bytes(), 8192, 8192))
+    add(Case("huge declared size (8192x8192)", "H.264 whose sequence parameter set claims 8192x8192 pictures (FFmpeg decodes them)", big, "error", "claims 8192x8192", suffix=".mkv"))
     assert tuple(c.name for c in cases) == NAMES
     return cases
+
+
+def claim_picture_size(h264: bytes, width: int, height: int) -> bytes:
+    """An H.264 Annex B stream (Baseline profile) whose first sequence parameter set is rewritten
+    to claim ``width x height`` pictures (multiples of 16); the slices are left as they are.
+
+    The SPS is parsed up to ``pic_width_in_mbs_minus1`` and ``pic_height_in_map_units_minus1``
+    (Exp-Golomb), those two are replaced, and the rest of its bits are kept."""
+    start = h264.index(b"\x00\x00\x01\x67") + 3
+    end = h264.find(b"\x00\x00\x01", start)
+    end = len(h264) if end < 0 else end - (h264[end - 1] == 0)
+    rbsp = h264[start + 1 : end].replace(b"\x00\x00\x03", b"\x00\x00")  # emulation prevention out
+    bits = "".join(f"{b:08b}" for b in rbsp)
+    pos = 0
+
+    def ue() -> int:
+        nonlocal pos
+        zeros = 0
+        while bits[pos] == "0":
+            zeros, pos = zeros + 1, pos + 1
+        value = int(bits[pos : pos + zeros + 1], 2) - 1
+        pos += zeros + 1
+        return value
+
+    if rbsp[0] != 66:
+        raise ValueError("claim_picture_size needs a Baseline profile SPS")
+    pos = 24  # profile_idc, constraint flags, level_idc
+    ue()  # seq_parameter_set_id
+    ue()  # log2_max_frame_num_minus4
+    if ue() == 0:  # pic_order_cnt_type
+        ue()  # log2_max_pic_order_cnt_lsb_minus4
+    ue()  # max_num_ref_frames
+    pos += 1  # gaps_in_frame_num_value_allowed_flag
+    head = bits[:pos]
+    ue(), ue()  # the picture size in macroblocks, replaced
+
+    def code(value: int) -> str:
+        return "0" * ((value + 1).bit_length() - 1) + format(value + 1, "b")
+
+    out = (head + code(width // 16 - 1) + code(height // 16 - 1) + bits[pos:]).rstrip("0")  # ends in the stop bit
+    out += "0" * (-len(out) % 8)
+    raw = bytes(int(out[i : i + 8], 2) for i in range(0, len(out), 8))
+    escaped, zeros = bytearray(), 0
+    for b in raw:  # emulation prevention back in
+        if zeros >= 2 and b <= 3:
+            escaped.append(3)
+            zeros = 0
+        escaped.append(b)
+        zeros = zeros + 1 if b == 0 else 0
+    return h264[: start + 1] + bytes(escaped) + h264[end:]
+
+
+def _frame_times(path: Path) -> list[float]:
+    frames = _probe(path, "-select_streams", "v:0", "-show_entries", "frame=pts_time", "-show_frames").get("frames", [])
+    return [float(f["pts_time"]) for f in frames if "pts_time" in f]
 
 
 def _probe(path: Path, *args: str) -> dict:
@@ -198,7 +289,8 @@ class Outcome:
             result = f"refused: `{self.message}`"
         else:
             w, h = self.size_out or (0, 0)
-            result = f"{self.frames_out}/{self.frames_in} frames at {w}x{h} {self.pix_fmt_out}" + (f"; {self.message}" if self.message else "")
+            checked = [f"{k} {v}" for k, v in self.case.expect] + (["the input's timestamps"] if self.case.same_times else [])
+            result = f"{self.frames_out}/{self.frames_in} frames at {w}x{h} {self.pix_fmt_out}" + (f", {', '.join(checked)}" if checked else "") + (f"; {self.message}" if self.message else "")
         return f"| {self.case.name} | {self.case.what} | {self.status} | {result} | {'pass' if self.passed else 'FAIL: ' + '; '.join(self.problems)} |"
 
 
@@ -240,6 +332,14 @@ def run_case(case: Case, outdir: Path, *, weights: str = "auto", timeout: float 
                 problems.append(f"{frames_out} frames out of {frames_in} decodable")
             if size_in is None or size_out != (size_in[0] * 2, size_in[1] * 2):
                 problems.append(f"output size {size_out}, expected x2 of {size_in}")
+            if case.expect:
+                stream = (_probe(target, "-select_streams", "v:0", "-show_streams").get("streams") or [{}])[0]
+                problems += [f"{key} {stream.get(key)}, expected {value}" for key, value in case.expect if str(stream.get(key)) != value]
+            if case.same_times:
+                t_in, t_out = _frame_times(case.path), _frame_times(target)
+                shift = t_out[0] - t_in[0] if t_in and t_out else 0.0
+                if len(t_in) != len(t_out) or any(abs(b - a - shift) > 0.002 for a, b in zip(t_in, t_out)):
+                    problems.append("the video timestamps are not the input's")
         if r.returncode == 3:
             message = lines[-1].removeprefix("warning: ") if lines else ""
             if not message.startswith("damaged input: "):

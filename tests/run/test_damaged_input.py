@@ -242,3 +242,28 @@ def test_help_documents_the_exit_statuses(tmp_path):
     r = vsr("upscale", "--help", cwd=tmp_path, timeout=60)
     text = " ".join(r.stdout.split())
     assert "exit status: 0 done, input clean; 3 done, input damaged" in text
+
+
+def test_pictures_claiming_a_huge_size_mid_stream_are_dropped_as_damage(tiny_weights, tmp_path):
+    """A clean MPEG-TS segment, then one whose H.264 SPS is forged to claim 8192x8192 (more than
+    the tool takes; FFmpeg decodes such pictures): the first segment is upscaled, the forged
+    pictures are dropped and counted, the exit status says so (3); no out-of-memory."""
+    corpus = benchmark_module("hostile_corpus")
+    clean_h264, forged_h264 = tmp_path / "clean.h264", tmp_path / "forged.h264"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=1", "-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-f", "h264", str(clean_h264))
+    base = tmp_path / "base.h264"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=0.12", "-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-f", "h264", str(base))
+    forged_h264.write_bytes(corpus.claim_picture_size(base.read_bytes(), 8192, 8192))
+    parts = []
+    for i, part in enumerate((clean_h264, forged_h264)):
+        ts = tmp_path / f"part{i}.ts"
+        ffmpeg("-r", "25", "-i", str(part), "-c", "copy", "-output_ts_offset", str(i), str(ts))
+        parts.append(ts.read_bytes())
+    src = tmp_path / "forged_mid_stream.ts"
+    src.write_bytes(b"".join(parts))
+    out = tmp_path / "x2.mp4"
+    r = subprocess.run([sys.executable, "-m", "vsr_pipeline", "upscale", str(src), str(out), "--weights", str(tiny_weights), "--progress", "off"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert "claims 8192x8192" in r.stderr and "Traceback" not in r.stderr
+    v = [s for s in ffprobe_json(out)["streams"] if s["codec_type"] == "video"][0]
+    assert (v["width"], v["height"], int(v["nb_frames"])) == (192, 128, 25)

@@ -6,10 +6,15 @@ kept (black bars in the output's colour description), with a warning and a count
 Before: ``error: upscale stage failed: RuntimeError: stack expects each tensor to be equal size``
 (with scene-cut detection off, or a change the detector does not see), or, where a cut happened
 to fall on the change, a picture silently stretched to the output size.
+
+A sample-aspect-ratio change is handled the same way: pictures of another SAR are resampled to
+the first picture's pixel shape and fitted into the output, so they keep their display geometry
+(before: drawn with the first picture's pixel shape, squeezed or stretched).
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -21,6 +26,7 @@ from conftest import ffmpeg, ffprobe_json
 from vsr_pipeline.classical import fitted_size, letterbox
 from vsr_pipeline.colour import ColourSpec
 from vsr_pipeline.io.frames import Picture
+from vsr_pipeline.io.source import open_source
 from vsr_pipeline.metrics import PipelineMetrics
 from vsr_pipeline.run.file_job import run_file
 from vsr_pipeline.run.options import RunOptions
@@ -127,3 +133,59 @@ def test_a_format_change_alone_is_counted_as_format(tmp_path, tiny_weights):
     assert summary.frames == 12
     assert metrics.registry.get_sample_value("vsr_input_changes_total", {"kind": "format"}) == 1
     assert metrics.registry.get_sample_value("vsr_input_changes_total", {"kind": "size"}) is None
+
+
+def _sar_segments(folder: Path, sars: list[str], frames: int = 8) -> Path:
+    """Flat grey 96x64 H.264 (with B-frames) MPEG-TS segments of the given SARs joined with cat."""
+    parts = []
+    for i, sar in enumerate(sars):
+        part = folder / f"sar{i}.ts"
+        ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=96x64:r=25", "-vf", f"setsar={sar}", "-frames:v", str(frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-output_ts_offset", str(i * frames / 25), str(part))
+        parts.append(part.read_bytes())
+    path = folder / "sar_change.ts"
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+@pytest.mark.parametrize("first, other", [("1/1", "4/3"), ("4/3", "1/1")])
+def test_a_sample_aspect_ratio_change_keeps_the_first_pictures_display_geometry(first, other, tiny_weights, tmp_path):
+    """Segments of another SAR are resampled to the first picture's pixel shape, then fitted into
+    the output like pictures of another size: the picture keeps its shape as shown. 96x64 at 4:3
+    shows as 128x64; in a square-pixel 192x128 output that is 192x96 with bars above and below.
+    96x64 square after 4:3 shows as 72x64 of 4:3 pixels: 144x128 in the output, bars either side."""
+    src = _sar_segments(tmp_path, [first, other, first])
+    metrics = PipelineMetrics(CollectorRegistry())
+    lines: list[str] = []
+    out = tmp_path / "x2.mkv"
+    options = RunOptions(input=str(src), output=str(out), weights=tiny_weights, backend="onnxruntime", device="cpu", mirror="off", scene_cuts=False)
+    summary = run_file(options, log=lines.append, progress=False, metrics=metrics)
+    assert summary.frames == 24 and summary.output_size == (192, 128)
+    v = [s for s in ffprobe_json(out)["streams"] if s["codec_type"] == "video"][0]
+    assert (v["width"], v["height"]) == (192, 128)
+    assert v.get("sample_aspect_ratio", "1:1").replace("0:1", "1:1") == first.replace("/", ":")  # the first picture's pixels
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="gray").astype(int) for f in c.decode(video=0)]
+    assert len(frames) == 24
+    for k in (2, 20):  # first and last segments fill the picture
+        assert frames[k].min() > 90, k
+    middle = frames[12]
+    if first == "1/1":  # 192x96 picture, bars of 16 rows above and below
+        assert middle[:14].max() <= 20 and middle[114:].max() <= 20 and middle[20:108].min() > 90
+    else:  # 144x128 picture, bars of 24 columns either side
+        assert middle[:, :22].max() <= 20 and middle[:, 170:].max() <= 20 and middle[:, 28:164].min() > 90
+    assert metrics.registry.get_sample_value("vsr_input_changes_total", {"kind": "sar"}) == 2
+    assert metrics.registry.get_sample_value("vsr_input_changes_total", {"kind": "size"}) is None
+    warnings = [line for line in lines if line.startswith("warning: the input changes from")]
+    assert len(warnings) == 2 and f"with {other.replace('/', ':')} pixels" in warnings[0] and "at picture 8 " in warnings[0], lines
+
+
+def test_a_constant_non_square_sar_is_not_resampled(tmp_path):
+    src = tmp_path / "pal.ts"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=0.4", "-vf", "setsar=64/45", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(src))
+    source = open_source(str(src))
+    try:
+        pictures = [p for p in source if isinstance(p, Picture)]
+    finally:
+        source.close()
+    assert len(pictures) == 10 and {(p.width, p.height, p.sar) for p in pictures} == {(96, 64, Fraction(64, 45))}
+    assert not source._shape.engaged

@@ -22,8 +22,8 @@ Kinds (:data:`KINDS`):
                 after it are moved forward to keep time increasing
 ==============  ==================================================================================
 
-A change of picture size or pixel format mid-input (joined segments, an ad break, a reconnect)
-is not damage: :class:`FormatWatch` tells it, counts it and says it in a warning; the jobs fit
+A change of picture size, pixel format or sample aspect ratio mid-input (joined segments, an ad
+break, a reconnect) is not damage: :class:`FormatWatch` tells it, counts it and says it in a warning; the jobs fit
 such pictures into the output's one size.
 """
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from fractions import Fraction
 from typing import Callable
 
 KINDS = ("corrupt", "undecodable", "concealed", "unreadable", "missing", "truncated", "rejected", "retimed")
@@ -100,36 +101,45 @@ class DamageLog:
 
 
 class FormatWatch:
-    """Tells the pictures whose size or pixel format is not the previous picture's.
+    """Tells the pictures whose size, pixel format or sample aspect ratio (``Picture.sar``) is
+    not the previous picture's.
 
     Args:
         log: where each change is said (one warning line each).
-        on_change: called with the kind of every change, ``size`` or ``format`` (metrics).
+        on_change: called with the kind of every change (metrics): ``sar`` when the sample
+            aspect ratio changes (the source has resampled the picture to the first picture's
+            pixel shape, :mod:`.aspect`, so its size changes with it), else ``size``, else
+            ``format``.
         scale: the output is ``scale`` times the first picture's size (for the warning).
     """
 
     def __init__(self, log: Callable[[str], None], on_change: Callable[[str], None], scale: int = 2) -> None:
         self._log, self._on_change, self._scale = log, on_change, scale
         self.first: tuple | None = None  #: ``(width, height, spec)`` of the first picture
+        self.first_sar: Fraction | None = None  #: the first picture's sample aspect ratio
         self._previous: tuple | None = None
 
     def changed(self, picture) -> bool:
-        """Is ``picture``'s size or pixel format not the previous picture's? (counted, said)"""
-        current = (picture.width, picture.height, picture.spec)
+        """Is ``picture``'s size, pixel format or SAR not the previous picture's? (counted, said)"""
+        sar = getattr(picture, "sar", None) or Fraction(1)
+        current = (picture.width, picture.height, picture.spec, sar)
         previous, self._previous = self._previous, current
-        self.first = self.first or current
+        if self.first is None:
+            self.first, self.first_sar = current[:3], sar
         if previous is None or current == previous:
             return False
-        self._on_change("size" if current[:2] != previous[:2] else "format")
+        self._on_change("sar" if current[3] != previous[3] else "size" if current[:2] != previous[:2] else "format")
         width, height, _ = self.first
         fitted = "" if current[:2] == (width, height) else f"; its pictures are fitted into the {width * self._scale}x{height * self._scale} output with their aspect ratio kept (black bars)"
         when = f" ({float(picture.pts * picture.time_base):.3f} s)" if picture.pts is not None and picture.time_base else ""
-        self._log(f"warning: the input changes from {_describe(previous)} to {_describe(current)} at picture {picture.index}{when}; the window restarts there as at a scene cut{fitted}")
+        self._log(f"warning: the input changes from {self._describe(previous)} to {self._describe(current)} at picture {picture.index}{when}; the window restarts there as at a scene cut{fitted}")
         return True
 
-
-def _describe(fmt: tuple) -> str:
-    width, height, spec = fmt
-    sx, sy = spec.subsampling
-    chroma = {(2, 2): "4:2:0", (2, 1): "4:2:2", (1, 1): "4:4:4"}.get((sx, sy), f"{sx}x{sy}")
-    return f"{width}x{height} {spec.bit_depth}-bit {chroma} {spec.matrix} {'full' if spec.full_range else 'limited'} range"
+    def _describe(self, fmt: tuple) -> str:
+        width, height, spec, sar = fmt
+        sx, sy = spec.subsampling
+        chroma = {(2, 2): "4:2:0", (2, 1): "4:2:2", (1, 1): "4:4:4"}.get((sx, sy), f"{sx}x{sy}")
+        if sar != self.first_sar:  # resampled to the first picture's pixel shape: say what it was
+            width = round(width * self.first_sar / sar)
+        shape = "" if sar == 1 and self.first_sar == 1 else f" with {sar.numerator}:{sar.denominator} pixels"
+        return f"{width}x{height}{shape} {spec.bit_depth}-bit {chroma} {spec.matrix} {'full' if spec.full_range else 'limited'} range"

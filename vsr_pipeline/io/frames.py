@@ -89,6 +89,13 @@ class Picture:
         qp_map: ``(ceil(H/16), ceil(W/16))`` float32 quantiser of every 16x16 macroblock
             (:data:`QP_BLOCK`), row-major as in the picture: what the H.264 decoder reports, or
             zeros for lossless input (:func:`lossless_qp_map`); None where nothing is known.
+        duration: how long the picture is shown, in ``time_base`` units, as the decoder gave
+            it (None when unknown); the output's frame gets the same, so that the last picture of
+            a variable-frame-rate input ends where the input's did.
+        sar: the sample aspect ratio the picture was decoded with (pixel width over height as
+            shown; 1 when square or unknown). A file source resamples a picture whose SAR is not
+            the first picture's to the first's pixel shape (:mod:`.aspect`) and keeps its own
+            SAR here, so that the change can be told.
 
     Raises:
         ValueError: planes whose shapes or dtypes do not match ``spec`` (a bug, not bad input:
@@ -106,6 +113,8 @@ class Picture:
     tags: ColourTags = field(default_factory=ColourTags)
     qp: float | None = None
     qp_map: np.ndarray | None = None
+    sar: Fraction = Fraction(1)
+    duration: int | None = None
 
     def __post_init__(self) -> None:
         dtype = np.dtype(np.uint8) if self.spec.bit_depth == 8 else np.dtype(np.uint16)
@@ -187,6 +196,7 @@ def picture_from_frame(frame, *, index: int = 0) -> Picture:
         time_base=frame.time_base or Fraction(1, 25),
         index=index,
         tags=tags,
+        duration=getattr(frame, "duration", None) or None,
         **_quantisers(frame),
     )
 

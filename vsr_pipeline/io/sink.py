@@ -19,7 +19,7 @@ from .._files import discard, partial_path, publish
 from ..colour import ColourSpec
 from ..errors import ConfigError, OutputError, describe
 from .damage import DamageLog
-from .encode import add_video_stream, encode, finish
+from .encode import add_video_stream
 from .frames import ColourTags, Picture, format_name, frame_from_planes
 from .source import Passthrough, SourceInfo
 
@@ -28,6 +28,8 @@ _CRF_ENCODERS = {"libx264", "libx265", "libsvtav1", "libvpx-vp9", "libaom-av1"}
 _CQ_ENCODERS = {"h264_nvenc", "hevc_nvenc", "av1_nvenc"}
 #: Muxers that store a video stream's display matrix (rotation, flips).
 _DISPLAY_MATRIX_FORMATS = {"mov", "mp4", "ipod", "3gp", "3g2", "psp", "ismv", "f4v", "matroska", "webm"}
+#: Muxers that store a timecode (``tmcd`` track, Matroska tag).
+_TIMECODE_FORMATS = {"mov", "mp4", "ipod", "3gp", "3g2", "psp", "ismv", "f4v", "matroska", "webm"}
 #: Audio and subtitle codecs FFmpeg's MPEG-TS muxer stores (canonical names).
 _MPEGTS_CODECS = {"mp2", "mp3", "aac", "aac_latm", "ac3", "eac3", "dts", "truehd", "opus", "s302m", "dvb_subtitle", "dvb_teletext", "arib_caption"}
 
@@ -176,8 +178,9 @@ class AvSink:
         damage: where copied packets the muxer refuses are recorded (a silent log if None).
         metadata: container tags to write (e.g. ``comment``: where the file came from).
 
-    The source's sample aspect ratio and display matrix (rotation) are written to the video
-    stream, so the output plays the way the input did.
+    The source's sample aspect ratio, display matrix (rotation), timecode and (with libx265)
+    HDR10 static metadata are written to the video stream, so the output plays the way the
+    input did; what the container or encoder cannot hold is dropped with a warning.
     """
 
     def __init__(self, target: str, source: SourceInfo, *, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings, log=print, damage: DamageLog | None = None, metadata: dict[str, str] | None = None) -> None:
@@ -214,6 +217,7 @@ class AvSink:
         self.spec = spec
         self.tags = tags
         self.frames = 0
+        self._durations: dict[int, int] = {}  # pts -> duration of the pictures in the encoder
 
     def _add_video(self, source: SourceInfo, width: int, height: int, spec: ColourSpec, tags: ColourTags, settings: EncoderSettings, log):
         stream = add_video_stream(
@@ -226,7 +230,27 @@ class AvSink:
             stream.codec_context.sample_aspect_ratio = source.sample_aspect_ratio
         if source.display_matrix is not None:
             self._set_display_matrix(stream, source.display_matrix, width / source.width if source.width else 1, log)
+        if source.timecode is not None:
+            self._set_timecode(stream, source.timecode, log)
+        if source.hdr is not None:
+            self._set_hdr(stream, source.hdr, settings.codec, log)
         return stream
+
+    def _set_timecode(self, stream, timecode: str, log) -> None:
+        """The input's timecode on the video stream (MP4/MOV: a ``tmcd`` track; Matroska: a tag)."""
+        if self._out.format.name not in _TIMECODE_FORMATS:
+            log(f"warning: the input's timecode {timecode} cannot be stored in a {self._out.format.name} file; dropped (write .mov, .mp4 or .mkv to keep it)")
+            return
+        stream.metadata["timecode"] = timecode
+
+    def _set_hdr(self, stream, hdr, codec: str, log) -> None:
+        """HDR10 static metadata into the encoder (libx265 only; else a warning)."""
+        if codec != "libx265":
+            log(f"warning: the input's HDR10 static metadata ({hdr.describe()}) is dropped: {codec} cannot store it (the colour tags, PQ/HLG transfer included, are kept; --codec libx265 keeps it)")
+            return
+        options = dict(stream.options)
+        options["x265-params"] = ":".join(filter(None, [options.get("x265-params", ""), *hdr.x265_params()]))
+        stream.options = options
 
     def _set_display_matrix(self, stream, matrix: tuple[int, ...], scale: float, log) -> None:
         """Write the input's display matrix (its translation scaled with the picture)."""
@@ -268,8 +292,10 @@ class AvSink:
         frame = frame_from_planes(picture.y, picture.u, picture.v, self.spec, self.tags)
         frame.pts = picture.pts
         frame.time_base = picture.time_base
+        if picture.duration and picture.pts is not None:
+            self._durations[picture.pts] = picture.duration
         try:
-            encode(self._out, self._video, frame)
+            self._mux_video(self._video.encode(frame))
         except Exception as exc:
             raise OutputError(f"encoding frame {picture.index} failed: {describe(exc)}") from None
         self.frames += 1
@@ -287,11 +313,21 @@ class AvSink:
         except av.FFmpegError as exc:
             self.damage.record(stream.type, "rejected", f"{stream.type} packet of stream #{item.stream_index} refused by the output muxer ({describe(exc)}); dropped")
 
+    def _mux_video(self, packets) -> None:
+        """Mux encoded video packets, each with its picture's duration where the encoder gave
+        none (libx264 gives none: the last picture of the file would then end where it starts,
+        a frame early against the copied audio)."""
+        for packet in packets:
+            duration = self._durations.pop(packet.pts, None)
+            if duration and not packet.duration:
+                packet.duration = duration
+            self._out.mux(packet)
+
     def close(self) -> None:
         if not self._open:
             return
         try:
-            finish(self._out, self._video)
+            self._mux_video(self._video.encode(None))
             self._out.close()
         except Exception as exc:
             self.abort()

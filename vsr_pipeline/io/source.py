@@ -10,6 +10,14 @@ copied stream that the demuxer marks corrupt or that its decoder refuses is drop
 packet the decoder refuses is skipped, a read error is skipped, and each is recorded in the
 source's :class:`~vsr_pipeline.io.damage.DamageLog`.
 
+Before a decoded frame becomes a picture it may go through two FFmpeg filters (PyAV's filter
+graph): ``bwdif`` where the input is interlaced (:mod:`.deinterlace`, ``deinterlace=``), and a
+horizontal resampling to the first picture's pixel shape where the sample aspect ratio changes
+mid-stream (:mod:`.aspect`). A header claiming a picture larger than :data:`MAX_SIDE` /
+:data:`MAX_PIXELS` is refused when the input is opened (a later picture that large is dropped as
+damage). The timecode tag and the first picture's HDR10 static metadata are passed on to the
+sink (:class:`SourceInfo`); closed captions, which cannot be written, are warned about once.
+
 A source can read a :class:`Span` of a file instead of all of it (a chunk of ``vsr batch
 --chunk-seconds``): it seeks to a keyframe, yields the span's pictures only (video only), and
 the job writes the span's own pictures (:meth:`Span.owns`).
@@ -22,11 +30,14 @@ import os
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from ..errors import InputError, describe
+from .aspect import PixelShape
 from .damage import DamageLog
+from .deinterlace import FIELD_ORDERS, Deinterlacer, Mode, stream_is_interlaced
 from .frames import UNCOMPRESSED_CODECS, Picture, lossless_qp_map, picture_from_frame
+from .sidedata import HdrMetadata, has_captions
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,11 @@ class SourceInfo:
         display_matrix: how a player turns the picture (rotation, flips): FFmpeg's nine 32-bit
             display matrix entries, None when it is shown as stored. Known once the first
             picture is decoded (:attr:`AvSource.display_matrix`).
+        timecode: the SMPTE timecode of the first frame (``HH:MM:SS:FF``, ``;`` before the
+            frames when drop-frame) from the video stream's, a timecode track's or the
+            container's ``timecode`` tag; None when there is none.
+        hdr: HDR10 static metadata of the first picture (:class:`~.sidedata.HdrMetadata`), None
+            when it has none. Known once the first picture is decoded (:attr:`AvSource.hdr`).
     """
 
     name: str
@@ -73,6 +89,8 @@ class SourceInfo:
     copy_streams: tuple = field(default=())
     sample_aspect_ratio: Fraction | None = None
     display_matrix: tuple[int, ...] | None = None
+    timecode: str | None = None
+    hdr: HdrMetadata | None = None
 
 
 @dataclass(frozen=True)
@@ -115,11 +133,17 @@ class Source(Protocol):
 class AvSource:
     """A PyAV demuxer and decoder for files (and URLs FFmpeg opens)."""
 
-    def __init__(self, name: str, *, options: dict[str, str] | None = None, quantisers: bool = False, damage: DamageLog | None = None, span: Span | None = None) -> None:
+    def __init__(self, name: str, *, options: dict[str, str] | None = None, quantisers: bool = False, damage: DamageLog | None = None, span: Span | None = None, deinterlace: Mode = "off", log: Callable[[str], None] | None = None) -> None:
         """Open ``name`` (a path or a URL FFmpeg understands).
 
         Args:
             options: FFmpeg demuxer/protocol options.
+            deinterlace: ``off``: pictures as decoded; ``on``: every picture through ``bwdif``
+                (:mod:`.deinterlace`); ``auto``: from the first picture the decoder marks
+                interlaced on (every picture where the stream's field order says interlaced,
+                else only the marked ones). When it engages, ``log`` gets one line and
+                :attr:`deinterlaced` says how.
+            log: where notes go (one line each); None for none.
             span: read only this stretch of the video, and no other stream (module docstring).
             damage: where damage found while reading is recorded (a silent log if None).
             quantisers: ask the H.264 decoder for each frame's quantisers (``Picture.qp`` and
@@ -161,6 +185,9 @@ class AvSource:
         if not ctx.width or not ctx.height:
             self._container.close()
             raise InputError(f"{name}: the video stream has no picture size (corrupt or unsupported)")
+        if too_large(ctx.width, ctx.height):
+            self._container.close()
+            raise InputError(f"{name}: the video claims {ctx.width}x{ctx.height} pictures, more than this tool takes ({too_large.limit}); a damaged or forged header?")
         copy = () if span else tuple(s for s in self._container.streams if s.type in ("audio", "subtitle"))
         rate = self._video.average_rate or self._video.guessed_rate
         sar = self._video.sample_aspect_ratio or ctx.sample_aspect_ratio
@@ -175,9 +202,23 @@ class AvSource:
             pix_fmt=ctx.format.name if ctx.format else "unknown",
             copy_streams=copy,
             sample_aspect_ratio=Fraction(sar) if sar and sar > 0 and sar != 1 else None,
+            timecode=_timecode(self._container, self._video),
         )
         #: The display matrix of the first picture (rotation, flips), None until then or if none.
         self.display_matrix: tuple[int, ...] | None = None
+        if deinterlace not in ("auto", "on", "off"):
+            raise ValueError(f"deinterlace={deinterlace!r}")
+        self._deinterlace, self._log = deinterlace, log
+        self._field_order = int(getattr(ctx, "field_order", 0) or 0)
+        self._deinterlacer: Deinterlacer | None = None
+        #: How pictures are deinterlaced (e.g. ``bwdif, top field first``), None while they are not.
+        self.deinterlaced: str | None = None
+        self._decoded = 0
+        #: HDR10 static metadata of the first picture, None until then or if none.
+        self.hdr: HdrMetadata | None = None
+        #: Has a picture carried closed captions (dropped, with a warning)?
+        self.captions = False
+        self._shape = PixelShape()  # a SAR change: later pictures resampled to the first's pixel shape
         self._copy_indices = {s.index for s in copy}
         # Copied packets are checked by decoding them (cheap for audio and subtitles), where
         # FFmpeg has a decoder for the stream.
@@ -224,16 +265,24 @@ class AvSource:
                 self.damage.record("video", "undecodable", f"video packet at {_when(packet)} cannot be decoded ({describe(exc)}); skipped")
                 continue
             for frame in frames:
-                yield self._picture(frame, index)
-                index += 1
+                if too_large(frame.width, frame.height):  # a later parameter set claiming a huge size
+                    self.damage.record("video", "undecodable", f"a picture at {_when(packet)} claims {frame.width}x{frame.height}, more than this tool takes ({too_large.limit}); skipped")
+                    continue
+                for ready in self._progressive(frame):
+                    yield self._picture(ready, index)
+                    index += 1
         if not flushed:  # reading stopped on errors: the decoder still holds pictures
             try:
                 frames = self._video.codec_context.decode(None)
             except av.FFmpegError:
                 frames = []
             for frame in frames:
-                yield self._picture(frame, index)
-                index += 1
+                for ready in self._progressive(frame):
+                    yield self._picture(ready, index)
+                    index += 1
+        for ready in self._deinterlacer.flush() if self._deinterlacer is not None else ():
+            yield self._picture(ready, index)
+            index += 1
         if index == 0:
             raise InputError(f"{self.info.name}: no video frame could be decoded")
         if self._cut_short:
@@ -242,12 +291,42 @@ class AvSource:
             missing = self._indexed_frames - video_packets
             self.damage.record("video", "missing", f"the input ends early: {missing} of the {self._indexed_frames} frames its index lists are not in the file (truncated?)", missing)
 
-    def _picture(self, frame, index: int) -> Picture:
-        if index == 0:
+    def _progressive(self, frame) -> list:
+        """A decoded frame -> the frames ready to become pictures: the frame itself, or what
+        the deinterlacer gives (one frame late). Checks each decoded frame for concealed errors
+        and takes the first one's display matrix."""
+        if self._decoded == 0:
             self.display_matrix = _display_matrix(frame)
+            self.hdr = HdrMetadata.from_frame(frame)
+        if not self.captions and has_captions(frame):
+            self.captions = True
+            if self._log is not None:
+                self._log("warning: the input carries closed captions (ATSC A/53 in the video stream); they are dropped: PyAV cannot attach them to the pictures it encodes")
         if frame.is_corrupt:
-            self.damage.record("video", "concealed", f"picture {index} could only be partly decoded (errors concealed); kept")
+            self.damage.record("video", "concealed", f"picture {self._decoded} could only be partly decoded (errors concealed); kept")
+        self._decoded += 1
+        if self._deinterlacer is None and self._deinterlace != "off":
+            by_stream = stream_is_interlaced(self._field_order)
+            if self._deinterlace == "on" or by_stream or frame.interlaced_frame:
+                self._engage(frame, every_frame=self._deinterlace == "on" or by_stream)
+        return [frame] if self._deinterlacer is None else self._deinterlacer.push(frame)
+
+    def _engage(self, frame, *, every_frame: bool) -> None:
+        order = FIELD_ORDERS.get(self._field_order, "field order from each frame")
+        if order == "progressive":
+            order = "field order from each frame"
+        self._deinterlacer = Deinterlacer(every_frame=every_frame)
+        which = "every picture" if every_frame else "the pictures marked interlaced"
+        self.deinterlaced = f"{Deinterlacer.FILTER}, {order}"
+        if self._log is not None:
+            why = "--deinterlace on" if self._deinterlace == "on" else f"the input is interlaced ({order if stream_is_interlaced(self._field_order) else 'the decoder marks its pictures so'})"
+            self._log(f"note: {why}: deinterlacing {which} with {Deinterlacer.FILTER} before upscaling, one picture per frame, same timestamps (--deinterlace off to keep the fields)")
+
+    def _picture(self, frame, index: int) -> Picture:
+        frame, sar = self._shape.push(frame, self._video.codec_context.sample_aspect_ratio)
         picture = picture_from_frame(frame, index=index)
+        if sar != 1:
+            picture = replace(picture, sar=sar)
         if self._lossless:
             picture = replace(picture, qp_map=lossless_qp_map(picture.height, picture.width))
         if picture.pts is None:  # raw streams without timestamps: frame-rate spaced
@@ -301,6 +380,20 @@ class AvSource:
         self._container.close()
 
 
+#: The largest input picture taken: 8192 pixels a side, 8192x4352 in all (x2: 16384x8704, the
+#: most an H.264/HEVC encoder is asked for). A header claiming more is refused before any picture
+#: of that size enters the pipeline, so a forged size gives an error, not an out-of-memory.
+MAX_SIDE, MAX_PIXELS = 8192, 8192 * 4352
+
+
+def too_large(width: int, height: int) -> bool:
+    """Is a ``width x height`` picture more than this tool takes (:data:`MAX_SIDE`, :data:`MAX_PIXELS`)?"""
+    return width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS
+
+
+too_large.limit = f"at most {MAX_SIDE} pixels a side and {MAX_PIXELS // 1_000_000} megapixels"
+
+
 #: Read errors in a row after which the input is taken as ending.
 _MAX_READ_ERRORS = 16
 
@@ -311,6 +404,17 @@ def _when(packet) -> str:
     if time is not None and packet.time_base:
         return f"{float(time * packet.time_base):.3f} s"
     return f"byte {packet.pos}" if packet.pos is not None and packet.pos >= 0 else "an unknown time"
+
+
+def _timecode(container, video) -> str | None:
+    """The ``timecode`` tag of the video stream, else of a data stream (a QuickTime ``tmcd``
+    track), else of the container (any letter case); None if there is none."""
+    others = [s for s in container.streams if s.type == "data"]
+    for metadata in (video.metadata, *(s.metadata for s in others), container.metadata):
+        for key, value in metadata.items():
+            if key.lower() == "timecode" and value:
+                return str(value)
+    return None
 
 
 def _display_matrix(frame) -> tuple[int, ...] | None:
@@ -351,10 +455,11 @@ def _is_attached_picture(stream) -> bool:
         return False
 
 
-def open_source(name: str, *, options: dict[str, str] | None = None, quantisers: bool = False, damage: DamageLog | None = None, span: Span | None = None) -> Source:
+def open_source(name: str, *, options: dict[str, str] | None = None, quantisers: bool = False, damage: DamageLog | None = None, span: Span | None = None, deinterlace: Mode = "off", log: Callable[[str], None] | None = None) -> Source:
     """Open an input path or URL; ``quantisers`` makes H.264 pictures carry ``Picture.qp``;
-    damage found while reading is recorded in ``damage``; ``span``: only that stretch."""
-    return AvSource(name, options=options, quantisers=quantisers, damage=damage, span=span)
+    damage found while reading is recorded in ``damage``; ``span``: only that stretch;
+    ``deinterlace``: ``auto``, ``on`` or ``off`` (:class:`AvSource`); ``log``: notes."""
+    return AvSource(name, options=options, quantisers=quantisers, damage=damage, span=span, deinterlace=deinterlace, log=log)
 
 
 def peek(source: Source, pictures: int = 1) -> tuple[list[Picture], Iterator[Picture | Passthrough]]:
