@@ -15,10 +15,11 @@ import json
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import ConfigError, VsrError
+from .errors import ConfigError, VsrError, words
 
 #: Exit status of ``vsr upscale`` when the output is complete but the input was damaged.
 EXIT_DAMAGED = 3
@@ -94,8 +95,9 @@ inputs damaged; 130 Ctrl-C, 143 SIGTERM (finished files kept).
 """
 
 
-def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> None:
-    """Options of ``vsr upscale``; without ``files``, only those that mean something for a live stream."""
+def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True, live: bool = False, log: bool = False) -> None:
+    """Options of ``vsr upscale``; without ``files``, only those that mean something for a live
+    stream; with ``live``, the live streams' own; with ``log``, ``--log``."""
     p.add_argument("--scale", type=int, default=2, help="upscaling factor (only 2)")
     p.add_argument("--codec", default="libx264", help="video encoder: libx264 (default), libx265, h264_nvenc/hevc_nvenc where FFmpeg and the GPU have NVENC")
     p.add_argument("--crf", type=int, default=18, help="constant quality (x264/x265 crf, NVENC cq); 0 with libx264 is lossless (default 18)")
@@ -130,6 +132,7 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> N
     p.add_argument("--tile", type=int, default=None, metavar="N", help="run the network in overlapping tiles of N x N input pixels, a multiple of 4 (for GPUs too small for the whole picture; default: whole pictures, and tiles of 256 after running out of memory, with a warning)")
     if files:
         p.add_argument("--queue", type=int, default=8, metavar="N", help="frames buffered between stages (default 8)")
+        p.add_argument("--deinterlace", choices=("auto", "on", "off"), default="auto", help="deinterlace with FFmpeg's bwdif before upscaling, one picture per frame: auto (default) where the decoder says the input is interlaced, on for every picture, off to upscale the fields as they are")
     p.add_argument("--no-scene-cuts", action="store_true", help="do not detect scene cuts (windows may then mix shots)")
     p.add_argument("--faces", choices=("on", "off", "auto"), default="off", help="face engine: detect, track and restore faces with the face SR network (auto: on where its detector and weights are installed; default off)")
     p.add_argument("--face-weights", type=Path, default=None, help="face SR weights (default: engines/facesr_x2.safetensors)")
@@ -139,25 +142,21 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True) -> N
     if files:
         p.add_argument("--metrics-linger", type=float, default=0.0, metavar="S", help="keep serving metrics S seconds after the end, so a last scrape sees the final counts")
         p.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar (auto: when stderr is a terminal)")
-
-
-def _add_live_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("live streams")
-    g.add_argument("--latency", type=float, default=1.0, metavar="S", help="latency budget: each frame is sent S seconds after it was decoded; what the network cannot finish by then is upscaled classically (default 1.0)")
-    g.add_argument("--keyint", type=float, default=2.0, metavar="S", help="seconds between keyframes (default 2)")
-    g.add_argument("--bitrate", default=None, metavar="RATE", help="video bitrate, e.g. 20M (capped VBR); default: constant quality --crf")
-    g.add_argument("--audio-bitrate", default="128k", metavar="RATE", help="AAC bitrate (default 128k)")
-    g.add_argument("--stall-timeout", type=float, default=1.0, metavar="S", help="seconds without input data before reconnecting (default 1)")
-    g.add_argument("--connect-timeout", type=float, default=0.0, metavar="S", help="give up if the first input connection takes longer than S seconds (default 0: wait forever, retrying, as a listener waits for its sender)")
-    g.add_argument("--reconnect-max", type=float, default=5.0, metavar="S", help="longest delay between reconnection attempts (default 5)")
-    g.add_argument("--slate", choices=("repeat", "black"), default="repeat", help="what fills an input stall: the last frame (default) or black")
-    g.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of output (default: run until SIGTERM/Ctrl-C)")
-    g.add_argument("--hls-time", type=float, default=2.0, metavar="S", help="HLS segment length (default 2)")
-    g.add_argument("--hls-list-size", type=int, default=6, metavar="N", help="segments kept in the HLS playlist; 0 keeps all (default 6)")
-
-
-def _add_log_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log", type=Path, default=None, metavar="FILE", help="also append the job's log to FILE, each line time-stamped: a processing record (every setting; files: the input's and output's SHA-256)")
+    if live:
+        g = p.add_argument_group("live streams")
+        g.add_argument("--latency", type=float, default=1.0, metavar="S", help="latency budget: each frame is sent S seconds after it was decoded; what the network cannot finish by then is upscaled classically (default 1.0)")
+        g.add_argument("--keyint", type=float, default=2.0, metavar="S", help="seconds between keyframes (default 2)")
+        g.add_argument("--bitrate", default=None, metavar="RATE", help="video bitrate, e.g. 20M (capped VBR); default: constant quality --crf")
+        g.add_argument("--audio-bitrate", default="128k", metavar="RATE", help="AAC bitrate (default 128k)")
+        g.add_argument("--stall-timeout", type=float, default=1.0, metavar="S", help="seconds without input data before reconnecting (default 1)")
+        g.add_argument("--connect-timeout", type=float, default=0.0, metavar="S", help="give up if the first input connection takes longer than S seconds (default 0: wait forever, retrying, as a listener waits for its sender)")
+        g.add_argument("--reconnect-max", type=float, default=5.0, metavar="S", help="longest delay between reconnection attempts (default 5)")
+        g.add_argument("--slate", choices=("repeat", "black"), default="repeat", help="what fills an input stall: the last frame (default) or black")
+        g.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of output (default: run until SIGTERM/Ctrl-C)")
+        g.add_argument("--hls-time", type=float, default=2.0, metavar="S", help="HLS segment length (default 2)")
+        g.add_argument("--hls-list-size", type=int, default=6, metavar="N", help="segments kept in the HLS playlist; 0 keeps all (default 6)")
+    if log:
+        p.add_argument("--log", type=Path, default=None, metavar="FILE", help="also append the job's log to FILE, each line time-stamped: a processing record (every setting; files: the input's and output's SHA-256)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -179,16 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("upscale", help="upscale a video x2", description="Upscale a video x2 with the video SR network.", epilog=_UPSCALE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     up.add_argument("input", nargs="?", help="input video (path or URL); omit to run the demo")
     up.add_argument("output", nargs="?", help="output video (path or URL)")
-    _add_upscale_options(up)
-    _add_live_options(up)
-    _add_log_option(up)
+    _add_upscale_options(up, live=True, log=True)
 
     st = sub.add_parser("stream", help="upscale a live stream x2 in real time", description="Upscale a live stream x2 in real time: bounded latency, graceful degradation, reconnects.", epilog=_STREAM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("input", help="live input URL")
     st.add_argument("output", help="output URL, HLS playlist (.m3u8) or file")
-    _add_upscale_options(st, files=False)
-    _add_live_options(st)
-    _add_log_option(st)
+    _add_upscale_options(st, files=False, live=True, log=True)
 
     ba = sub.add_parser("batch", help="upscale a folder of videos x2: resumable, in parallel, locally or on a Ray cluster", description="Upscale every video of a folder (searched recursively) or a glob x2 into OUTPUT_DIR, mirroring the input tree; resumable.", epilog=_BATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ba.add_argument("input", help="input folder (searched recursively for videos) or a glob (quote it: 'in/**/*.mkv')")
@@ -196,8 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--workers", type=int, default=None, metavar="N", help="files upscaled at once (default: 1 here; with --ray-address, the cluster's GPUs, else its CPUs)")
     ba.add_argument("--ray-address", default=None, metavar="ADDR", help="run on Ray: 'local' starts a local cluster, 'auto' or HOST:PORT joins one (default: no Ray, in this process); needs pip install 'vsr_pipeline[cluster]'")
     ba.add_argument("--chunk-seconds", type=float, default=None, metavar="S", help="split files longer than S seconds into chunks at keyframes, upscaled by several workers and joined (same frames, timestamps and audio as a whole-file run)")
-    _add_upscale_options(ba)
-    _add_log_option(ba)
+    _add_upscale_options(ba, log=True)
 
     demo = sub.add_parser("demo", help="upscale the bundled sample clip and write a side-by-side PNG")
     demo.add_argument("--out", type=Path, default=Path("vsr-demo"), help="output folder (default ./vsr-demo)")
@@ -301,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--frames", type=int, default=1, metavar="T", help="with --face-data: crops of the face's track fused, the current one and T-1 before it (default 1: T=3 and 5 measured no better, benchmarks/RESULTS.md)")
     ft.add_argument("--window", type=int, default=64, help="with --face-data: low-resolution side of the training windows cut from the face crops (default 64)")
     ft.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="with --face-data: save a resumable checkpoint every N steps (default 50)")
+    ft.add_argument("--config", type=Path, default=None, metavar="FILE", help="a face training recipe (vsr_pipeline/train/configs/face_*.json: every --face-data option, the network's levels and coding condition); the other options are then ignored")
     fe = fc_sub.add_parser("eval", help="face-region Y-PSNR, temporal error and identity distance, engine on vs off vs Lanczos")
     fe.add_argument("--data", type=Path, default=Path("data/vsr"), help="a folder whose manifest lists face clips: 'vsr data prepare' (the package hold-out faces) or 'vsr faces data' (held-out identities, eval/)")
     fe.add_argument("--weights", "--video-weights", dest="weights", type=_weights, default=None, metavar="NAME|FILE", help="video network weights for engine off and on: 'default', 'compressed', 'heavy', a file, or 'auto': per clip and condition, those 'vsr upscale' picks (default: 'default')")
@@ -365,7 +360,7 @@ def _run_options(args: argparse.Namespace, input_: str, output: str):
     same = ("scale", "backend", "device", "window", "weights", "mirror", "threads", "tile", "faces", "face_weights", "face_every", "metrics_port", "metrics_host")
     return RunOptions(
         input=input_, output=output, encoder=encoder, scene_cuts=not args.no_scene_cuts, queue_size=getattr(args, "queue", 8),
-        metrics_linger=getattr(args, "metrics_linger", 0.0), batch=getattr(args, "batch", 1), live=live, **{k: getattr(args, k) for k in same},
+        metrics_linger=getattr(args, "metrics_linger", 0.0), batch=getattr(args, "batch", 1), deinterlace=getattr(args, "deinterlace", "auto"), live=live, **{k: getattr(args, k) for k in same},
     )
 
 
@@ -401,13 +396,9 @@ def cmd_upscale(args) -> int:
         if source.live:
             return _stream(options, log)
         log.file("input", options.input)
-        previous = _install(signal.SIGTERM, _raise_terminated)
-        try:
+        with _handling(_raise_terminated, signal.SIGTERM):
             summary = run_file(options, log=log, progress=_progress(args))
-        finally:
-            _install(signal.SIGTERM, previous)
-        print(summary.line())
-        log.record(summary.line())
+        _print_record([summary.line()], log)
         log.file("output", options.output)
         if summary.damaged:  # completed, but not everything in the input could be kept
             log(f"warning: {summary.damage}; the output holds everything that could be decoded (exit status {EXIT_DAMAGED})")
@@ -415,11 +406,18 @@ def cmd_upscale(args) -> int:
     return 0
 
 
-def _install(signum, handler):
-    """Set a signal handler (main thread only); return the previous one."""
+@contextmanager
+def _handling(handler, *signums):
+    """``handler`` for ``signums`` inside the block (main thread only: elsewhere none is set)."""
     if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
 
 
 def _rate(text: str | None, option: str) -> int | None:
@@ -443,28 +441,21 @@ def cmd_batch(args) -> int:
     with JobLog(args.log) as log:
         template = _run_options(args, "INPUT", "OUTPUT")  # input and output are set per file
         log.record(f"vsr batch {args.input} {args.output_dir} {template}")
-        previous = _install(signal.SIGTERM, _raise_terminated)
-        try:
-            summary = run_batch(
-                template, args.input, args.output_dir, workers=args.workers, ray_address=args.ray_address, log=log, progress=_progress(args),
-                metrics_port=args.metrics_port, metrics_host=args.metrics_host, metrics_linger=args.metrics_linger, chunk_seconds=args.chunk_seconds,
-            )
-        except BatchInterrupted as exc:
-            _print_record(exc.summary.lines(), log)
-            log("interrupted: finished files are kept; run the same command again to do the rest")
-            return 143 if isinstance(exc.cause, Terminated) else 130
-        finally:
-            _install(signal.SIGTERM, previous)
+        with _handling(_raise_terminated, signal.SIGTERM):
+            try:  # the metrics server's port, host and linger are the template's
+                summary = run_batch(template, args.input, args.output_dir, workers=args.workers, ray_address=args.ray_address, log=log, progress=_progress(args), chunk_seconds=args.chunk_seconds)
+            except BatchInterrupted as exc:
+                _print_record(exc.summary.lines(), log)
+                log("interrupted: finished files are kept; run the same command again to do the rest")
+                return 143 if isinstance(exc.cause, Terminated) else 130
         _print_record(summary.lines(), log)
         failed = summary.by("failed")
         if failed:
             names = ", ".join(r.key for r in failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
             log(f"error: {len(failed)} of {len(summary.results)} files failed: {names} (see the summary)")
-            return 2
-        if summary.damaged:
+        elif summary.damaged:
             log(f"warning: {len(summary.damaged)} inputs were damaged; their outputs hold everything that could be decoded (exit status {EXIT_DAMAGED})")
-            return EXIT_DAMAGED
-    return 0
+    return summary.exit_status
 
 
 def _print_record(lines: list[str], log) -> None:
@@ -498,14 +489,9 @@ def _stream(options, log) -> int:
         else:
             halt.set()
 
-    previous = {s: _install(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with _handling(on_signal, signal.SIGTERM, signal.SIGINT):
         summary = run_live(options, log=log, stop=stop, halt=halt)
-    finally:
-        for s, handler in previous.items():
-            _install(s, handler)
-    print(summary.line())
-    log.record(summary.line())
+    _print_record([summary.line()], log)
     return 130 if signal.SIGINT in received else 0
 
 
@@ -658,6 +644,11 @@ def cmd_faces(args) -> int:
 
         if args.device != "cpu":
             raise VsrError("--face-data training runs on the CPU (--device cpu)")
+        if args.config is not None:
+            cfg = TrackTrainConfig.from_json(args.config)
+            record = train_face_track(cfg, log=_log)
+            print(f"trained {cfg.steps} steps; kept step {record['best']['step']} (validation face gain {record['best']['gain_db']:+.3f} dB); weights {cfg.out}")
+            return 0
         try:
             model = FaceSRConfig(channels=args.channels, blocks=args.blocks, frames=args.frames)
         except ValueError as exc:
@@ -718,8 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure: one line, unless --debug
         if args.debug:
             raise
-        text = " ".join(str(exc).split()).rstrip(".") or "no details"  # words only, never a class name
-        print(f"error: internal error: {text} (run with --debug for details)", file=sys.stderr)
+        print(f"error: internal error: {words(exc)} (run with --debug for details)", file=sys.stderr)
         return 1
 
 

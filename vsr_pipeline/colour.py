@@ -21,12 +21,8 @@ import torch.nn.functional as F
 
 Matrix = Literal["bt601", "bt709", "bt2020"]
 
-#: (Kr, Kb) luma coefficients of each matrix (ITU-R BT.601, BT.709, BT.2020 non-constant).
-_LUMA_COEFFS: dict[str, tuple[float, float]] = {
-    "bt601": (0.299, 0.114),
-    "bt709": (0.2126, 0.0722),
-    "bt2020": (0.2627, 0.0593),
-}
+#: (Kr, Kg, Kb) luma coefficients of each matrix (ITU-R BT.601, BT.709, BT.2020 non-constant).
+_LUMA_COEFFS = {m: (kr, 1.0 - kr - kb, kb) for m, (kr, kb) in {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}.items()}
 
 
 @dataclass(frozen=True)
@@ -107,8 +103,7 @@ def planes_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, spec: Colou
     Returns:
         ``(N, 3, H, W)`` float32 RGB, nominally in [0, 1] (values outside are kept).
     """
-    kr, kb = _LUMA_COEFFS[spec.matrix]
-    kg = 1.0 - kr - kb
+    kr, kg, kb = _LUMA_COEFFS[spec.matrix]
     y_off, y_scale, c_off, c_scale = _normalisers(spec)
     height, width = y.shape[-2:]
     yf = (y.float() - y_off) / y_scale
@@ -122,8 +117,7 @@ def planes_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, spec: Colou
 
 def rgb_to_yuv_full(rgb: torch.Tensor, spec: ColourSpec) -> torch.Tensor:
     """Float RGB ``(N, 3, H, W)`` to float code-valued Y'CbCr at full resolution ``(N, 3, H, W)``."""
-    kr, kb = _LUMA_COEFFS[spec.matrix]
-    kg = 1.0 - kr - kb
+    kr, kg, kb = _LUMA_COEFFS[spec.matrix]
     y_off, y_scale, c_off, c_scale = _normalisers(spec)
     r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
     yf = kr * r + kg * g + kb * b

@@ -84,16 +84,6 @@ _END_TO_END_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
 OUTPUT_KINDS = ("upscaled", "classical", "repeated")
 
 
-class _ScrapeTime:
-    """A collector that asks ``metrics.scrape()`` for its families when Prometheus scrapes."""
-
-    def __init__(self, metrics: "PipelineMetrics") -> None:
-        self.collect = metrics.scrape
-
-    def describe(self):
-        return []
-
-
 class PipelineMetrics:
     """All metrics of one pipeline run, registered in ``registry``."""
 
@@ -123,9 +113,9 @@ class PipelineMetrics:
         self._done_times: collections.deque[float] = collections.deque(maxlen=4096)  # 5 s at up to 800 fps
         self._born = time.monotonic()
         self._lock = threading.Lock()
-        r.register(_ScrapeTime(self))
+        r.register(self)  # a collector: :meth:`collect` runs at every scrape
 
-    def scrape(self):
+    def collect(self):
         """The values read when Prometheus scrapes: queue depths, window fill, throughput."""
         depth = GaugeMetricFamily("vsr_queue_depth", "Items waiting in an inter-stage queue.", labels=["queue"])
         capacity = GaugeMetricFamily("vsr_queue_capacity", "Bound of an inter-stage queue.", labels=["queue"])
@@ -163,8 +153,7 @@ class PipelineMetrics:
     def face_frame(self, seconds: float, detected: int, tracks: int) -> None:
         """The face engine finished a frame: ``detected`` new detections, ``tracks`` alive."""
         self.face_latency.observe(seconds)
-        if detected:
-            self.faces_detected.inc(detected)
+        self.faces_detected.inc(detected)
         self.face_tracks.set(tracks)
 
     def count(self, stage: str) -> int:
@@ -216,9 +205,9 @@ class LiveMetrics(PipelineMetrics):
             recent = sum(size for t, size in self._bytes if now - t <= horizon)
         return 8.0 * recent / horizon
 
-    def scrape(self):
-        """:meth:`PipelineMetrics.scrape`, the input bitrate and whether the output is open."""
-        yield from super().scrape()
+    def collect(self):
+        """:meth:`PipelineMetrics.collect`, the input bitrate and whether the output is open."""
+        yield from super().collect()
         yield GaugeMetricFamily("vsr_input_bitrate_bps", "Input bitrate over the last 5 seconds, bits per second.", value=self.bitrate())
         output = GaugeMetricFamily("vsr_output_connected", "1 while the output is open, 0 while it is down (no sample before it is first opened).")
         if self._output_connected is not None:
@@ -244,7 +233,8 @@ class MetricsServer:
     def __init__(self, registry: CollectorRegistry, *, port: int, host: str = "127.0.0.1", health: Check | None = None, ready: Check | None = None) -> None:
         from http.server import ThreadingHTTPServer
 
-        handler = _handler(registry, health or _always, ready or _always)
+        always = lambda: (True, "ok")  # noqa: E731
+        handler = _handler(registry, health or always, ready or always)
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
@@ -259,10 +249,6 @@ class MetricsServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-def _always() -> tuple[bool, str]:
-    return True, "ok"
 
 
 def _handler(registry: CollectorRegistry, health: Check, ready: Check):

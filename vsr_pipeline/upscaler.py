@@ -178,14 +178,8 @@ class VideoUpscaler:
             raise ValueError(f"tile must be a multiple of {SIZE_MULTIPLE} and at least {MIN_TILE}, got {tile!r}")
         if halo < 0 or halo % SIZE_MULTIPLE:
             raise ValueError(f"halo must be a non-negative multiple of {SIZE_MULTIPLE}, got {halo!r}")
-        self.backend = backend
+        self.backend, self.output_spec, self.faces, self.batch, self.tile, self.halo, self.log = backend, output_spec, faces, batch, tile, halo, log
         self.window = SlidingWindow[_Entry](window)
-        self.output_spec = output_spec
-        self.faces = faces
-        self.batch = batch
-        self.tile = tile
-        self.halo = halo
-        self.log = log
         self.upload = PlaneUploader(backend.tensor_device)
         self._arrived: list[tuple[Picture, bool]] = []  # pictures waiting for their batch to fill
         self._cuts: set[int] = set()  # ids of pictures that start a shot (the face tracks end there)
@@ -209,12 +203,11 @@ class VideoUpscaler:
         """End of stream: upscale the frames still waiting for their windows."""
         return self._upscale(self._enter_arrived() + self.window.flush())
 
-    def reset(self) -> list[Picture]:
-        """Forget the window; return the input pictures that had not been upscaled yet."""
-        self._cuts.clear()  # those pictures will not come out of here
-        waiting = [entry.picture for entry in self.window.reset()] + [picture for picture, _ in self._arrived]
+    def reset(self) -> None:
+        """Forget the window and the pictures waiting for their batch (none comes out of here)."""
+        self._cuts.clear()
+        self.window.reset()
         self._arrived = []
-        return waiting
 
     # -- per frame: into the window ---------------------------------------------------------------
     def _prepare(self, picture: Picture) -> torch.Tensor:

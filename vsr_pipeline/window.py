@@ -35,8 +35,7 @@ class SlidingWindow(Generic[T]):
     def __init__(self, size: int) -> None:
         if size < 1 or size % 2 == 0:
             raise ValueError(f"window size must be odd and >= 1, got {size!r}")
-        self.size = size
-        self.radius = size // 2
+        self.size, self.radius = size, size // 2
         self._shot: list[T] = []  # frames of the current shot still needed
         self._next = 0  # index in _shot of the next centre to emit
 

@@ -305,7 +305,7 @@ def test_batch_metrics_are_served_and_count_files_and_frames(clips, tiny_weights
 
     t = threading.Thread(target=scrape, daemon=True)
     t.start()
-    summary = run_batch(template, str(src), tmp_path / "out", workers=2, log=lines.append, progress=True, metrics=metrics, metrics_port=0, metrics_linger=1.0)
+    summary = run_batch(replace(template, metrics_port=0, metrics_linger=1.0), str(src), tmp_path / "out", workers=2, log=lines.append, progress=True, metrics=metrics)
     t.join(10)
     assert summary.exit_status == 2 and [r.key for r in summary.by("failed")] == ["bad.mp4"]
     text = scraped[-1]

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from vsr_pipeline.errors import InputError, VsrError
+from vsr_pipeline.metrics import PipelineMetrics
 from vsr_pipeline.run.harness import Harness, Stopped
 
 
@@ -33,8 +34,8 @@ def test_items_flow_through_a_bounded_queue_and_the_last_stage_ends_the_run():
 
 
 def test_first_error_halts_every_stage_and_is_raised_with_its_cause():
-    failures: list[tuple[str, str]] = []
-    harness = Harness(on_error=lambda stage, exc: failures.append((stage, type(exc).__name__)))
+    metrics = PipelineMetrics()
+    harness = Harness(metrics)
     q: queue.Queue = queue.Queue(maxsize=1)
     blocked = threading.Event()
 
@@ -54,7 +55,8 @@ def test_first_error_halts_every_stage_and_is_raised_with_its_cause():
         harness.wait()
     assert isinstance(info.value.__cause__, ZeroDivisionError)
     assert time.monotonic() - started < 5  # the stuck put gave up on the halt
-    assert failures == [("encode", "ZeroDivisionError")]  # the producer only stopped
+    assert metrics.value(metrics.errors, "encode", "ZeroDivisionError") == 1
+    assert metrics.registry.get_sample_value("vsr_errors_total", {"stage": "decode", "kind": "AssertionError"}) is None  # the producer only stopped
     assert harness.halt.is_set()
 
 

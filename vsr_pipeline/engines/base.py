@@ -8,14 +8,10 @@ CPU or device ``torch.Tensor`` objects; shapes are those of the network (see its
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
 
 import torch
 
 from ..models.vsrnet import VSRNetConfig
-
-BackendName = Literal["auto", "tensorrt", "torch", "onnxruntime"]
-DeviceName = Literal["auto", "cpu", "cuda"]
 
 #: How an allocation failure reads: PyTorch on CUDA ("CUDA out of memory") and on the CPU
 #: ("DefaultCPUAllocator: can't allocate memory"), ONNX Runtime's memory arenas on either

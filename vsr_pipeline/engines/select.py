@@ -51,12 +51,10 @@ def resolve(backend: str, device: str) -> tuple[str, str, str]:
 def create_backend(backend: str, device: str, *, weights: Path | None = None, threads: int = 0, mirror: bool = False) -> Backend:
     """Instantiate a concrete backend (``backend`` and ``device`` already resolved); with
     ``mirror``, wrapped in the mirror ensemble (:class:`~.mirror.MirrorEnsemble`)."""
-    inner = _create(backend, device, weights=weights, threads=threads)
-    if not mirror:
-        return inner
     from .mirror import MirrorEnsemble
 
-    return MirrorEnsemble(inner)
+    inner = _create(backend, device, weights=weights, threads=threads)
+    return MirrorEnsemble(inner) if mirror else inner
 
 
 def _create(backend: str, device: str, *, weights: Path | None, threads: int) -> Backend:

@@ -131,7 +131,6 @@ class _Runner:
     """One deserialized engine with its execution context and output buffers bound by address."""
 
     def __init__(self, trt, engine_bytes: bytes) -> None:
-        self._trt = trt
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(engine_bytes)
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -199,7 +198,6 @@ class TensorRTBackend(Backend):
         self.device = "cuda"
         self.precision = precision
         self.config = load_config(weights)
-        self._channels, self._flow_channels = self.config.channels, self.config.flow_channels
         self._cache = cache if cache is not None else engines_dir() / "cache"
         self._onnx = cached_onnx(weights, cache=self._cache)
         self._runners: dict[tuple[str, int, int], _Runner] = {}
@@ -208,7 +206,8 @@ class TensorRTBackend(Backend):
         """The engine file of ``graph`` for a padded ``height x width`` input, built if missing
         (see :func:`ensure_engine`)."""
         onnx_path = self._onnx.encode if graph == "encode" else self._onnx.reconstruct
-        shapes = profile_shapes(graph, height, width, self._channels, self._flow_channels, self.window, self.config.cond_channels)
+        c = self.config
+        shapes = profile_shapes(graph, height, width, c.channels, c.flow_channels, self.window, c.cond_channels)
         return ensure_engine(self._trt, onnx_path, graph, shapes, precision=self.precision, cache=self._cache)
 
     def _runner(self, graph: str, height: int, width: int) -> _Runner:

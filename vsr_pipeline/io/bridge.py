@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import threading
 import time
+from contextlib import suppress
 
 from ..errors import ConfigError, require
 
@@ -65,8 +66,6 @@ class Bridge:
     """
 
     def __init__(self, command: list[str], direction: str) -> None:
-        self.command = command
-        self.direction = direction
         self._proc = subprocess.Popen(
             command,
             stdin=subprocess.PIPE if direction == "out" else subprocess.DEVNULL,
@@ -108,10 +107,8 @@ class Bridge:
         """Close the pipe, let FFmpeg finish (egress: flush to the receiver), then make sure it is gone."""
         for pipe in (self._proc.stdin, self._proc.stdout):
             if pipe is not None:
-                try:
+                with suppress(OSError):
                     pipe.close()
-                except OSError:
-                    pass
         try:
             self._proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:

@@ -101,14 +101,9 @@ class LiveInput:
     """
 
     def __init__(self, endpoint: Endpoint, *, stall_timeout: float = 1.0, connect_timeout: float = 30.0, backoff_min: float = 0.25, backoff_max: float = 5.0, on_bytes: Callable[[int], None] = lambda n: None, log: Callable[[str], None] = print) -> None:
-        self.endpoint = endpoint
-        self.stall_timeout = stall_timeout
-        self.connect_timeout = connect_timeout
+        self.endpoint, self.stall_timeout, self.connect_timeout, self.on_bytes, self.log = endpoint, stall_timeout, connect_timeout, on_bytes, log
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
-        self.on_bytes = on_bytes
-        self.log = log
         self.format: StreamFormat | None = None
-        self.decode_errors = 0
         self._bridge: Bridge | None = None
         self._reader = None  # the bridge's pipe reader or the RTP socket reader
         self._container = None
@@ -225,7 +220,6 @@ class LiveInput:
             try:
                 frames = packet.decode()
             except av.InvalidDataError:  # a damaged packet (lost datagrams): skip it, keep the connection
-                self.decode_errors += 1
                 continue
             for frame in frames:
                 if packet.stream is video:
@@ -233,8 +227,7 @@ class LiveInput:
                         continue
                     if not announced:
                         announced = True
-                        fmt = self._format(video, audio)
-                        yield Connected(first, fmt)
+                        yield Connected(first, self._format(video, audio))
                     picture = picture_from_frame(frame, index=index)
                     index += 1
                     yield VideoEvent(picture, float(frame.pts * frame.time_base), time.monotonic())

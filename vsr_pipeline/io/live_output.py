@@ -15,6 +15,7 @@ output goes:
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -52,14 +53,8 @@ class LiveOutput:
 
     def __init__(self, endpoint: Endpoint, *, width: int, height: int, rate: Fraction, spec: ColourSpec, tags: ColourTags, audio: bool, encoding: EncoderSettings, backoff_max: float = 5.0, on_reconnect: Callable[[], None] = lambda: None, log: Callable[[str], None] = print) -> None:
         check_picture_size(encoding.codec, width, height)
-        self.endpoint = endpoint
-        self.width, self.height, self.rate = width, height, rate
-        self.spec, self.tags = spec, tags
-        self.audio = audio
-        self.encoding = encoding
-        self.backoff_max = backoff_max
-        self.on_reconnect = on_reconnect
-        self.log = log
+        self.endpoint, self.width, self.height, self.rate, self.spec, self.tags = endpoint, width, height, rate, spec, tags
+        self.audio, self.encoding, self.backoff_max, self.on_reconnect, self.log = audio, encoding, backoff_max, on_reconnect, log
         self.network = endpoint.protocol not in ("file", "hls")
         self._target = Path(endpoint.name) if endpoint.protocol == "file" else None
         self._tmp = partial_path(self._target) if self._target is not None else None
@@ -76,11 +71,10 @@ class LiveOutput:
         self._opened_once = False
         self._audio_fifo = np.zeros((CHANNELS, 0), np.float32)
         self._audio_next: int | None = None  # sample index of the fifo's first sample
-        self.frames = 0
         try:
             self._open()  # a file or HLS folder that cannot be written is an error at once
         except _Down as down:  # a receiver that is not there yet is retried
-            self._schedule_retry(down.reason)
+            self._schedule_retry(str(down))
 
     @property
     def connected(self) -> bool:
@@ -167,7 +161,7 @@ class LiveOutput:
             self._open()
             return True
         except _Down as down:
-            self._schedule_retry(down.reason)
+            self._schedule_retry(str(down))
             return False
 
     def _schedule_retry(self, reason: str) -> None:
@@ -199,13 +193,16 @@ class LiveOutput:
         frame = frame_from_planes(picture.y, picture.u, picture.v, self.spec, self.tags)
         frame.pts = index
         frame.time_base = Fraction(1) / self.rate
+        return self._encode(self._video, frame)
+
+    def _encode(self, stream, frame) -> bool:
+        """Encode ``frame`` into ``stream`` of the open output; False if that failed (:meth:`_fail`)."""
         try:
-            encode(self._out, self._video, frame)
+            encode(self._out, stream, frame)
+            return True
         except Exception as exc:
             self._fail(exc)
             return False
-        self.frames += 1
-        return True
 
     def write_audio(self, samples: np.ndarray, start: int) -> None:
         """Queue audio ``(CHANNELS, n)`` starting at sample ``start``; send whole AAC frames."""
@@ -223,10 +220,7 @@ class LiveOutput:
             frame.pts = self._audio_next
             frame.time_base = Fraction(1, RATE)
             self._audio_next += _AAC_FRAME
-            try:
-                encode(self._out, self._audio, frame)
-            except Exception as exc:
-                self._fail(exc)
+            self._encode(self._audio, frame)
 
     def close(self) -> None:
         """Flush the encoders and finish the output (HLS: ``#EXT-X-ENDLIST``; files: renamed)."""
@@ -256,10 +250,8 @@ class LiveOutput:
 
     def _close_quietly(self) -> None:
         if self._out is not None:
-            try:
+            with suppress(Exception):  # the connection is gone; reconnecting is what matters
                 self._out.close()
-            except Exception:
-                pass  # the connection is gone; reconnecting is what matters
             self._out = None
         if self._bridge is not None:
             self._bridge.close(grace=0.2)
@@ -267,8 +259,4 @@ class LiveOutput:
 
 
 class _Down(Exception):
-    """The network output cannot be opened now (a retry is scheduled)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    """The network output cannot be opened now (a retry is scheduled); the message: why."""

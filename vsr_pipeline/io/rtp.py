@@ -71,12 +71,8 @@ class RtpTsReader:
 
     def _unwrap(self, seq: int) -> int:
         """16-bit sequence numbers -> a monotonic count."""
-        if self._last_seq is not None:
-            delta = (seq - self._last_seq + 0x8000) % 0x10000 - 0x8000
-            self._unwrapped += delta
-        else:
-            self._unwrapped = seq
-        self._last_seq = seq
+        last, self._last_seq = self._last_seq, seq
+        self._unwrapped = seq if last is None else self._unwrapped + (seq - last + 0x8000) % 0x10000 - 0x8000
         return self._unwrapped
 
     def read(self, size: int = 65536) -> bytes:

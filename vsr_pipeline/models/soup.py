@@ -47,17 +47,10 @@ def make_soup(ingredients: list[Path], out: Path, *, shares: list[float] | None 
     for path in ingredients[1:]:
         if load_config(path) != first:
             raise ConfigError(f"{path} is a different network from {ingredients[0]} (config differs); only copies of one network can be averaged")
-    nets = [load_network(p) for p in ingredients]
-    states = [net.state_dict() for net in nets]
-    soup = nets[0]
-    with torch.no_grad():
-        mixed = {}
-        for name, tensor in states[0].items():
-            if tensor.is_floating_point():
-                mixed[name] = sum(share * state[name].double() for share, state in zip(shares, states)).to(tensor.dtype)
-            else:  # integer buffers (none today) are taken from the first ingredient
-                mixed[name] = tensor
-        soup.load_state_dict(mixed)
+    soup, *others = [load_network(p) for p in ingredients]
+    states = [soup.state_dict()] + [net.state_dict() for net in others]
+    with torch.no_grad():  # integer buffers (none today) are taken from the first ingredient
+        soup.load_state_dict({name: sum(share * state[name].double() for share, state in zip(shares, states)).to(t.dtype) if t.is_floating_point() else t for name, t in states[0].items()})
     record = [{"file": p.name, "sha256": file_sha256(p), "share": round(s, 6)} for p, s in zip(ingredients, shares)]
     save_weights(soup, out, extra={"soup": json.dumps(record)})
     return record

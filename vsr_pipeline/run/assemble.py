@@ -111,8 +111,7 @@ def metrics_server(registry, port: int | None, host: str, log: Log, **checks) ->
     if port is None:
         return None
     server = MetricsServer(registry, port=port, host=host, **checks)
-    extra = " (and /healthz, /readyz)" if checks else ""
-    log(f"metrics: http://{server.host}:{server.port}/metrics{extra}")
+    log(f"metrics: http://{server.host}:{server.port}/metrics" + (" (and /healthz, /readyz)" if checks else ""))
     return server
 
 

@@ -415,13 +415,11 @@ def run_batch(
     log: Log = print,
     progress: bool | None = None,
     metrics: BatchMetrics | None = None,
-    metrics_port: int | None = None,
-    metrics_host: str = "127.0.0.1",
-    metrics_linger: float = 0.0,
     chunk_seconds: float | None = None,
 ) -> BatchSummary:
     """Upscale every video of ``input_`` into ``output_dir`` with ``template``'s options (its
-    input and output are replaced per file); return what happened to each file.
+    input and output are replaced per file; its metrics port, host and linger are the batch's);
+    return what happened to each file.
 
     Raises:
         VsrError: a problem of the whole batch (no inputs, an output folder that cannot be
@@ -446,7 +444,7 @@ def run_batch(
             raise OutputError(f"{root / name} is a link: the batch's journal must be a file inside the output folder")
     lock = _lock(root)
     try:
-        return _run(template, base, sources, root, workers, ray_address, log, progress, metrics or BatchMetrics(), metrics_port, metrics_host, metrics_linger, chunk_seconds)
+        return _run(template, base, sources, root, workers, ray_address, log, progress, metrics or BatchMetrics(), chunk_seconds)
     finally:
         os.close(lock)
 
@@ -465,7 +463,7 @@ def _lock(root: Path) -> int:
     return fd
 
 
-def _run(template, base, sources, root, workers, ray_address, log, progress, metrics, metrics_port, metrics_host, metrics_linger, chunk_seconds=None) -> BatchSummary:
+def _run(template, base, sources, root, workers, ray_address, log, progress, metrics, chunk_seconds=None) -> BatchSummary:
     from .assemble import metrics_server
 
     started = time.perf_counter()
@@ -498,7 +496,7 @@ def _run(template, base, sources, root, workers, ray_address, log, progress, met
         replace(template, input=str(todo[0].source), output=str(todo[0].target)).check()
     skipped = len(summary.by("skipped"))
     log(f"batch: {len(sources)} files under {base}: {len(todo)} to do, {skipped} done before, {len(refused)} refused")
-    server = metrics_server(metrics.registry, metrics_port, metrics_host, log)
+    server = metrics_server(metrics.registry, template.metrics_port, template.metrics_host, log)
     runner = bar = None
     lanes: list = []
     try:
@@ -582,8 +580,8 @@ def _run(template, base, sources, root, workers, ray_address, log, progress, met
                     lane.set_description_str(f"  worker {n + 1}: {key}" + (f" ({frames} frames)" if frames is not None else ""), refresh=True)
         metrics.in_flight.set(0)
         summary.seconds = time.perf_counter() - started
-        if server is not None and metrics_linger > 0:
-            time.sleep(metrics_linger)
+        if server is not None and template.metrics_linger > 0:
+            time.sleep(template.metrics_linger)
         return summary
     except KeyboardInterrupt as exc:
         summary.interrupted = True

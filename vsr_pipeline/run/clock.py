@@ -20,10 +20,7 @@ class Clock:
     """Output slots on the wall clock: slot ``k`` is due at ``epoch + k / rate`` (monotonic seconds)."""
 
     def __init__(self, rate: Fraction, latency: float) -> None:
-        self.rate = rate
-        self.period = float(1 / rate)
-        self.latency = latency
-        self.epoch = 0.0
+        self.rate, self.period, self.latency, self.epoch = rate, float(1 / rate), latency, 0.0
 
     def start(self, arrival: float) -> None:
         """The first frame arrived at ``arrival``: it is due one latency budget later."""
@@ -49,10 +46,8 @@ class SlotMapper:
     """
 
     def __init__(self, clock: Clock) -> None:
-        self.clock = clock
+        self.clock, self.last_slot, self.resyncs = clock, -1, 0
         self.anchor: tuple[float, int] | None = None  # (input seconds, slot)
-        self.last_slot = -1
-        self.resyncs = 0
 
     def new_session(self) -> None:
         self.anchor = None
@@ -125,8 +120,6 @@ class Slots:
         with self.lock:
             self.next_out = slot + 1
             ready, raw = self.ready.pop(slot, None), self.raw.pop(slot, None)
-            for old in [k for k in self.raw if k < slot]:
-                del self.raw[old]
-            for old in [k for k in self.ready if k < slot]:
-                del self.ready[old]
+            self.raw = {k: v for k, v in self.raw.items() if k > slot}  # older slots are past
+            self.ready = {k: v for k, v in self.ready.items() if k > slot}
             return ready, raw

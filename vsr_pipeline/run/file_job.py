@@ -14,7 +14,13 @@ pixel format mid-file (joined segments, an ad break), the window resets as at a 
 change is counted (``vsr_input_changes_total``) and reported, and pictures of another size are
 fitted into the output with their aspect ratio kept (black bars): one larger than the first is
 first reduced to fit it (the network never runs on more pixels than the first picture has), one
-smaller is upscaled by the network and then enlarged classically to fit.
+smaller is upscaled by the network and then enlarged classically to fit. A change of sample
+aspect ratio is one more such change: the source has resampled the picture to the first
+picture's pixel shape (:mod:`..io.aspect`), and it is fitted like any picture of another size.
+
+Interlaced input is deinterlaced by the source (``--deinterlace``, :mod:`..io.deinterlace`), and
+the output's provenance tag says so. Timestamps (and durations) are the input's: variable frame
+rate and gaps are kept, and the copied audio stays in sync.
 
 With :attr:`RunOptions.span` the job upscales one stretch of the file (a chunk of ``vsr batch
 --chunk-seconds``, :mod:`.chunks`): it decodes the span's pictures and their neighbours and
@@ -68,7 +74,7 @@ class Pipeline:
         self._last_pts: int | None = None
         self._pts_shift = 0
         self.formats = FormatWatch(log, lambda kind: metrics.input_changes.labels(kind).inc(), upscaler.scale)  # the output is x2 the first picture's size
-        self.harness = Harness(on_error=lambda stage, exc: metrics.errors.labels(stage, type(exc).__name__).inc())
+        self.harness = Harness(metrics)
         self._put, self._get = self.harness.put, self.harness.get
 
     # -- stages -------------------------------------------------------------------------------
@@ -166,9 +172,10 @@ class Pipeline:
             raise
 
 
-def provenance(options: RunOptions, choice, backend: Backend, window: int) -> str:
+def provenance(options: RunOptions, choice, backend: Backend, window: int, *, deinterlaced: str | None = None) -> str:
     """One line saying how the output was made: tool and version, weights (file and SHA-256),
-    backend, window, mirror ensemble, encoder settings."""
+    backend, window, mirror ensemble, encoder settings, and how the input was deinterlaced
+    (``deinterlaced``, e.g. ``bwdif, top field first``; nothing when it was not)."""
     from .. import __version__
     from .._files import file_sha256
     from ..models.weights import default_weights_path
@@ -183,16 +190,17 @@ def provenance(options: RunOptions, choice, backend: Backend, window: int) -> st
     mirror = "on" if choice is not None and choice.mirror else ("off" if choice is not None else "as given")
     enc = options.encoder
     encoder = f"{enc.codec} crf {enc.crf}" + (f" preset {enc.preset}" if enc.preset else "")
-    return f"upscaled x{options.scale} by vsr_pipeline {__version__}; {about}; backend {backend.name}/{backend.device}; window {window}; mirror {mirror}; encoder {encoder}"
+    steps = f"; deinterlaced {deinterlaced}" if deinterlaced else ""
+    return f"upscaled x{options.scale} by vsr_pipeline {__version__}; {about}; backend {backend.name}/{backend.device}; window {window}; mirror {mirror}; encoder {encoder}{steps}"
 
 
-def provenance_tags(options: RunOptions, choice, backend: Backend, window: int) -> dict[str, str]:
+def provenance_tags(options: RunOptions, choice, backend: Backend, window: int, *, deinterlaced: str | None = None) -> dict[str, str]:
     """Container tags carrying :func:`provenance`: ``comment`` (MP4, MOV, Matroska, AVI), and
     for MPEG-TS, whose only free text is its service description (255 bytes a string),
     ``service_provider`` (tool and version) and ``service_name`` (the line, cut to fit)."""
     from .. import __version__
 
-    text = provenance(options, choice, backend, window)
+    text = provenance(options, choice, backend, window, deinterlaced=deinterlaced)
     return {"comment": text, "service_provider": f"vsr_pipeline {__version__}", "service_name": text[:250]}
 
 
@@ -212,7 +220,7 @@ def run_file(options: RunOptions, *, log: Callable[[str], None] = print, progres
     auto = backend is None and AUTO in (options.weights, options.mirror)
     damage = DamageLog(log, lambda stream, kind, n: metrics.input_damage.labels(stream, kind).inc(n))
     # Quantisers always: the network's coding condition reads them (and ``auto`` picks by them).
-    source = open_source(options.input, quantisers=True, damage=damage, span=options.span)
+    source = open_source(options.input, quantisers=True, damage=damage, span=options.span, deinterlace=options.deinterlace, log=log)
     server = None
     sink = None
     try:
@@ -234,8 +242,8 @@ def run_file(options: RunOptions, *, log: Callable[[str], None] = print, progres
         if out_spec.bit_depth != first.spec.bit_depth or out_spec.subsampling != first.spec.subsampling:
             log(f"note: {options.encoder.codec} cannot store {first.spec.bit_depth}-bit {first.spec.subsampling} planes; writing {out_spec.bit_depth}-bit {out_spec.subsampling}")
         width, height = first.width * options.scale, first.height * options.scale  # one size: x2 the first picture's
-        shown = replace(info, display_matrix=getattr(source, "display_matrix", None))  # rotation: known from the first picture
-        sink = open_sink(options.output, shown, width=width, height=height, spec=out_spec, tags=first.tags, settings=options.encoder, log=log, damage=damage, metadata=provenance_tags(options, choice, backend, window))
+        shown = replace(info, display_matrix=getattr(source, "display_matrix", None), hdr=getattr(source, "hdr", None))  # known from the first picture
+        sink = open_sink(options.output, shown, width=width, height=height, spec=out_spec, tags=first.tags, settings=options.encoder, log=log, damage=damage, metadata=provenance_tags(options, choice, backend, window, deinterlaced=getattr(source, "deinterlaced", None)))
         faces = face_engine(options.faces, options.face_weights, options.face_every, metrics.face_frame, log)
         upscaler = VideoUpscaler(backend, window=window, output_spec=out_spec, faces=faces, batch=options.batch, tile=options.tile, log=log)
         pipeline = Pipeline(items, upscaler, sink, metrics, rate=info.rate, queue_size=options.queue_size, scene_cuts=options.scene_cuts, span=options.span, damage=damage, log=log)

@@ -30,13 +30,14 @@ class Harness:
     """Stages in threads with one halt and the first error (see module docstring).
 
     Args:
-        on_error: called with ``(stage, exception)`` for every stage that fails (metrics).
+        metrics: the job's metrics (:class:`~..metrics.PipelineMetrics`), whose
+            ``vsr_errors_total{stage,kind}`` counts every stage that fails; None: not counted.
     """
 
-    def __init__(self, on_error: Callable[[str, BaseException], None] | None = None) -> None:
+    def __init__(self, metrics=None) -> None:
         self.halt = threading.Event()
         self.errors: list[tuple[str, BaseException]] = []
-        self._on_error = on_error
+        self._metrics = metrics
         self._threads: list[threading.Thread] = []
         self._halt_hooks: list[Callable[[], None]] = []
 
@@ -77,8 +78,8 @@ class Harness:
         except Stopped:
             pass
         except BaseException as exc:  # raised again in the caller's thread by wait()
-            if self._on_error is not None:
-                self._on_error(stage, exc)
+            if self._metrics is not None:
+                self._metrics.errors.labels(stage, type(exc).__name__).inc()
             self.errors.append((stage, exc))
             self.stop()
 
@@ -104,15 +105,12 @@ class Harness:
                     on_tick()
         except KeyboardInterrupt:
             self.stop()
-            self.join(join_timeout)
             raise
-        self.halt.set()
-        self.join(join_timeout)
+        finally:
+            self.halt.set()
+            for t in self._threads:
+                t.join(timeout=join_timeout)
         self.raise_first()
-
-    def join(self, timeout: float) -> None:
-        for t in self._threads:
-            t.join(timeout=timeout)
 
     def raise_first(self) -> None:
         """Raise the first stage error, if any (see module docstring)."""

@@ -7,10 +7,7 @@ Three stages on the thread harness (:mod:`.harness`); the clock and slots are in
       └──────────── raw frames, audio ────────────────────┘
 
 * **ingest** (:class:`~..io.ingest.LiveInput`) decodes the input and places every frame on an output
-  *slot* (slot ``k`` is due at ``epoch + k / rate``; ``epoch`` is the first frame's arrival plus
-  the latency budget) and its audio on the same timeline (:class:`~..io.audio.AudioTimeline`).
-  Timestamps of each connection are kept relative to each other, so audio stays in sync; a new
-  connection starts at the next free slot.
+  *slot* (:mod:`.clock`) and its audio on the same timeline (:class:`~..io.audio.AudioTimeline`).
 * **SR stage** runs the network over the sliding window, but only on frames it can finish
   before they are due (it measures its own speed): a frame it cannot finish in time is skipped
   and its window restarts.
@@ -64,28 +61,21 @@ class LivePipeline:
     """Ingest, SR and playout threads for one live input and one output (module docstring)."""
 
     def __init__(self, config: RunOptions, live_input: LiveInput, backend: Backend, metrics: LiveMetrics, *, log: Callable[[str], None] = print) -> None:
-        self.config = config
-        self.input = live_input
-        self.backend = backend
-        self.metrics = metrics
-        self.log = log
+        self.config, self.input, self.backend, self.metrics, self.log = config, live_input, backend, metrics, log
         self.window = config.window or backend.window
         self.stop_requested = threading.Event()  # drain: stop reading, send what is buffered, close
         # Everything stops at once on the harness's halt (a stage error, a second signal).
-        self.harness = Harness(on_error=lambda stage, exc: metrics.errors.labels(stage, type(exc).__name__).inc())
+        self.harness = Harness(metrics)
         self.harness.on_halt(self.stop_requested.set)
         self._halt = self.harness.halt
         self._ingest_done = threading.Event()
-        self.slots = Slots()
-        self.audio = AudioTimeline()
+        self.slots, self.audio = Slots(), AudioTimeline()
         self.sr_queue: queue.Queue = queue.Queue(maxsize=max(8, 2 * self.window))
         self.output: LiveOutput | None = None
         self.format: StreamFormat | None = None
-        self.last_tick = time.monotonic()
-        self.frames_out = 0
+        self.last_tick, self.frames_out, self._degraded_logged = time.monotonic(), 0, 0.0
         self._sr_seconds = 0.0  # moving average of one network step
         self.formats = FormatWatch(log, lambda kind: metrics.input_changes.labels(kind).inc())
-        self._degraded_logged = 0.0
 
     # -- health -----------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
@@ -118,8 +108,7 @@ class LivePipeline:
                 break
         if first is None:  # stopped before the input came
             raise KeyboardInterrupt
-        fmt = self.format
-        cfg = self.config
+        fmt, cfg = self.format, self.config
         self.clock = Clock(fmt.rate, cfg.live.latency)
         self.mapper = SlotMapper(self.clock)
         spec = first.picture.spec
@@ -152,23 +141,6 @@ class LivePipeline:
         self._sr_seconds = time.monotonic() - started
         self.log(f"network: {self._sr_seconds * 1000:.0f} ms for the first frame (window {self.window})")
 
-    def wait(self, on_tick: Callable[[], None] | None = None) -> None:
-        """Block until the playout ends (duration reached, or drained after :meth:`request_stop`);
-        raise the first stage error."""
-        self.harness.wait(on_tick, join_timeout=10)
-
-    def request_stop(self) -> None:
-        """Drain: stop reading, send the frames already buffered, close the output."""
-        self.stop_requested.set()
-
-    def halt(self) -> None:
-        """Stop at once (a second signal)."""
-        self.harness.stop()
-
-    @property
-    def halted(self) -> bool:
-        return self._halt.is_set()
-
     # -- ingest -----------------------------------------------------------------------------------
     def _ingest(self, events) -> None:
         try:
@@ -177,11 +149,10 @@ class LivePipeline:
                     return
                 if isinstance(event, VideoEvent):
                     self._ingest_video(event)
-                elif isinstance(event, AudioEvent):
-                    if self.format.audio:
-                        start = self.mapper.audio_sample(event.seconds)
-                        if start is not None:
-                            self.audio.put(start, event.samples)
+                elif isinstance(event, AudioEvent) and self.format.audio:
+                    start = self.mapper.audio_sample(event.seconds)
+                    if start is not None:
+                        self.audio.put(start, event.samples)
                 elif isinstance(event, Stall):
                     self.metrics.stalls.inc()
                     self.metrics.connected.set(0)
@@ -279,10 +250,8 @@ class LivePipeline:
         slot = 0
         previous: Picture | None = None
         while not self._halt.is_set():
-            if last_slot is not None and slot > last_slot:
-                break
-            if self._ingest_done.is_set() and slot > self.mapper.last_slot:
-                break  # drained
+            if (last_slot is not None and slot > last_slot) or (self._ingest_done.is_set() and slot > self.mapper.last_slot):
+                break  # the duration reached, or drained
             now = time.monotonic()
             due = self.clock.due(slot)
             if now < due:
@@ -333,9 +302,7 @@ class LivePipeline:
     def _slate(self, previous: Picture | None) -> Picture:
         if previous is not None and self.config.live.slate == "repeat":
             return previous
-        width, height = self.format.width * 2, self.format.height * 2
-        y, u, v = black(width, height, self.out_spec)
-        return Picture(y, u, v, self.out_spec)
+        return Picture(*black(self.format.width * 2, self.format.height * 2, self.out_spec), self.out_spec)
 
     def _log_degraded(self) -> None:
         now = time.monotonic()
@@ -345,22 +312,12 @@ class LivePipeline:
             self.log(f"degraded: the network ({self._sr_seconds * 1000:.0f} ms per frame) cannot keep up; {total:.0f} frames so far upscaled classically")
 
     def summary(self, seconds: float) -> StreamSummary:
-        m = self.metrics
-        fmt = self.format
+        m, fmt = self.metrics, self.format
+        n = lambda counter, *labels: int(m.value(counter, *labels))  # noqa: E731
         return StreamSummary(
-            frames=self.frames_out,
-            upscaled=int(m.value(m.output_frames, "upscaled")),
-            short_window=int(m.value(m.degraded, "short_window")),
-            classical=int(m.value(m.output_frames, "classical")),
-            repeated=int(m.value(m.output_frames, "repeated")),
-            dropped=int(sum(m.value(m.dropped, r) for r in DROP_REASONS)),
-            stalls=int(m.value(m.stalls)),
-            reconnects=int(m.value(m.reconnects)),
-            seconds=seconds,
-            input_size=(fmt.width, fmt.height),
-            output_size=(fmt.width * 2, fmt.height * 2),
-            rate=fmt.rate,
-            output=self.config.output,
+            self.frames_out, (fmt.width, fmt.height), (fmt.width * 2, fmt.height * 2), seconds, self.config.output, fmt.rate,
+            upscaled=n(m.output_frames, "upscaled"), short_window=n(m.degraded, "short_window"), classical=n(m.output_frames, "classical"),
+            repeated=n(m.output_frames, "repeated"), dropped=sum(n(m.dropped, r) for r in DROP_REASONS), stalls=n(m.stalls), reconnects=n(m.reconnects),
         )
 
 
@@ -378,10 +335,8 @@ def run_live(options: RunOptions, *, log: Callable[[str], None] = print, metrics
     live = options.live
     metrics = metrics or LiveMetrics()
     metrics.budget.set(live.latency)
-    stop = stop or threading.Event()
-    halt = halt or threading.Event()
-    server = None
-    pipeline = None
+    stop, halt = stop or threading.Event(), halt or threading.Event()
+    server = pipeline = None
     try:
         if backend is None:
             choice = choose_network(options.weights, options.mirror, None, None)
@@ -395,11 +350,11 @@ def run_live(options: RunOptions, *, log: Callable[[str], None] = print, metrics
         log(f"waiting for {options.input} ...")
         pipeline.start()
         started = time.monotonic()
-        pipeline.wait()
+        pipeline.harness.wait(join_timeout=10)  # until the playout ends (duration, or drained); raises the first stage error
         return pipeline.summary(time.monotonic() - started)
     except BaseException:
         if pipeline is not None:
-            pipeline.halt()
+            pipeline.harness.stop()
             if pipeline.output is not None:
                 pipeline.output.abort()
             pipeline.input.close()
@@ -409,10 +364,11 @@ def run_live(options: RunOptions, *, log: Callable[[str], None] = print, metrics
 
 
 def _relay(stop: threading.Event, halt: threading.Event, pipeline: LivePipeline) -> None:
-    """Pass the caller's stop/halt events (signal handlers) on to the pipeline."""
-    while not pipeline.halted:
+    """Pass the caller's stop (drain: stop reading, send what is buffered, close) and halt (stop
+    at once) events, set by signal handlers, on to the pipeline."""
+    while not pipeline.harness.halt.is_set():
         if halt.wait(0.1):
-            pipeline.halt()
+            pipeline.harness.stop()
             return
         if stop.is_set():
-            pipeline.request_stop()
+            pipeline.stop_requested.set()

@@ -2,8 +2,7 @@
 
 ``vsr upscale`` and ``vsr stream`` both build a :class:`RunOptions`; :meth:`RunOptions.check`
 validates it and says whether the job is a file job or a live job (from the input URL). Options
-mean the same on both paths; a few only matter on one (``queue_size``, ``metrics_linger`` and ``span`` for
-files, :class:`LiveOptions` for live streams) and are ignored on the other.
+mean the same on both paths; those marked "files", and :class:`LiveOptions`, are ignored on the other.
 """
 
 from __future__ import annotations
@@ -45,9 +44,7 @@ class LiveOptions:
             classically).
         stall_timeout: seconds without input data before the input is reconnected.
         connect_timeout: seconds to wait for the first input connection; 0 (the default): wait
-            forever, retrying with backoff and logging each failure (a listener, e.g. an SRT
-            ``mode=listener`` input or a UDP port, waits for its sender; a live channel in a
-            container must not exit because its feed starts later).
+            forever, retrying with backoff (a listener waits for its sender, a channel for its feed).
         reconnect_max: longest backoff between reconnection attempts, seconds.
         slate: what fills a stall: ``repeat`` (the last frame) or ``black``.
         duration: stop after this many seconds of output (None: run until SIGTERM/Ctrl-C).
@@ -106,6 +103,8 @@ class RunOptions:
         queue_size: files: bound of each inter-stage queue, in frames.
         metrics_linger: files: seconds to keep serving metrics after the end, so a scrape sees it.
         span: files: upscale only this stretch, video only (a chunk of ``vsr batch``).
+        deinterlace: files: ``auto`` (deinterlace with bwdif where the decoder says the input is
+            interlaced), ``on`` (every picture) or ``off`` (:mod:`..io.deinterlace`).
         live: live streams: clock, stalls and reconnects.
     """
 
@@ -130,6 +129,7 @@ class RunOptions:
     queue_size: int = 8
     metrics_linger: float = 0.0
     span: Span | None = None
+    deinterlace: Switch = "auto"
     live: LiveOptions = field(default_factory=LiveOptions)
 
     def check(self) -> tuple[Endpoint, Endpoint]:
@@ -159,6 +159,7 @@ class RunOptions:
             ("--device", self.device, ("auto", "cpu", "cuda")),
             ("--faces", self.faces, ("on", "off", "auto")),
             ("--mirror", self.mirror, ("on", "off", "auto")),
+            ("--deinterlace", self.deinterlace, ("auto", "on", "off")),
         ):
             if value not in allowed:
                 raise ConfigError(f"{option} {value}: use {', '.join(allowed)}")
