@@ -132,7 +132,7 @@ def _add_upscale_options(p: argparse.ArgumentParser, *, files: bool = True, live
     p.add_argument("--tile", type=int, default=None, metavar="N", help="run the network in overlapping tiles of N x N input pixels, a multiple of 4 (for GPUs too small for the whole picture; default: whole pictures, and tiles of 256 after running out of memory, with a warning)")
     if files:
         p.add_argument("--queue", type=int, default=8, metavar="N", help="frames buffered between stages (default 8)")
-        p.add_argument("--deinterlace", choices=("auto", "on", "off"), default="auto", help="deinterlace with FFmpeg's bwdif before upscaling, one picture per frame: auto (default) where the decoder says the input is interlaced, on for every picture, off to upscale the fields as they are")
+    p.add_argument("--deinterlace", choices=("auto", "on", "off"), default="auto", help="deinterlace with FFmpeg's bwdif before upscaling, one picture per frame (live: one frame later): auto (default) where the decoder says the input is interlaced, on for every picture, off to upscale the fields as they are")
     p.add_argument("--no-scene-cuts", action="store_true", help="do not detect scene cuts (windows may then mix shots)")
     p.add_argument("--faces", choices=("on", "off", "auto"), default="off", help="face engine: detect, track and restore faces with the face SR network (auto: on where its detector and weights are installed; default off)")
     p.add_argument("--face-weights", type=Path, default=None, help="face SR weights (default: engines/facesr_x2.safetensors)")

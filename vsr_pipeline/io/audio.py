@@ -14,6 +14,7 @@ import numpy as np
 
 RATE = 48000
 CHANNELS = 2
+LAYOUT = "stereo" if CHANNELS == 2 else "mono"  # FFmpeg's name of the channel layout
 
 
 class AudioTimeline:

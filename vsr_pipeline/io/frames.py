@@ -229,6 +229,18 @@ def qp_pixels(qp_map: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.repeat(np.repeat(qp_map, QP_BLOCK, axis=0), QP_BLOCK, axis=1)[:height, :width]
 
 
+def open_decoder(ctx, *, quantisers: bool) -> None:
+    """Set up a video stream's decoder context ``ctx`` before its first packet: with
+    ``quantisers``, H.264's decoder exports its per-macroblock QP tables (:func:`h264_qp_map`)
+    and runs slice threads only (frame threads export some tables half-written); any other
+    decoder keeps FFmpeg's own choice of threads."""
+    if quantisers and ctx.name == "h264":
+        ctx.thread_type = "SLICE"
+        ctx.options = {**ctx.options, "export_side_data": "venc_params"}
+    else:
+        ctx.thread_type = "AUTO"
+
+
 def _quantisers(frame) -> dict:
     """``{"qp": mean, "qp_map": map}`` of an H.264 frame (see :func:`h264_qp_map`); empty otherwise."""
     qp_map = h264_qp_map(frame)

@@ -23,10 +23,11 @@ import numpy as np
 
 from ..errors import InputError, describe
 from .bridge import Bridge, ingest_command
-from .frames import Picture, picture_from_frame
+from .deinterlace import Deinterlacer, Mode, stream_is_interlaced
+from .frames import Picture, open_decoder, picture_from_frame
 from .rtp import RtpTsReader
 from .urls import Endpoint
-from .audio import CHANNELS, RATE
+from .audio import CHANNELS, LAYOUT, RATE
 
 #: Demuxer options for live inputs: probe briefly, and drop (``nobuffer``) the packets read while
 #: probing; replayed in a burst, they would add their duration to the latency for good, since
@@ -98,10 +99,16 @@ class LiveInput:
         backoff_min, backoff_max: reconnect delays, seconds.
         on_bytes: called with the size of every demuxed packet (bitrate metric).
         log: one-line messages.
+        deinterlace: ``auto`` (bwdif where the stream's field order or the decoder says the
+            pictures are interlaced), ``on`` (every picture) or ``off`` (:mod:`.deinterlace`);
+            deinterlaced pictures come one frame later (bwdif reads the next frame).
     """
 
-    def __init__(self, endpoint: Endpoint, *, stall_timeout: float = 1.0, connect_timeout: float = 30.0, backoff_min: float = 0.25, backoff_max: float = 5.0, on_bytes: Callable[[int], None] = lambda n: None, log: Callable[[str], None] = print) -> None:
+    def __init__(self, endpoint: Endpoint, *, stall_timeout: float = 1.0, connect_timeout: float = 30.0, backoff_min: float = 0.25, backoff_max: float = 5.0, on_bytes: Callable[[int], None] = lambda n: None, log: Callable[[str], None] = print, deinterlace: Mode = "auto") -> None:
         self.endpoint, self.stall_timeout, self.connect_timeout, self.on_bytes, self.log = endpoint, stall_timeout, connect_timeout, on_bytes, log
+        self.deinterlace = deinterlace
+        #: How pictures are deinterlaced (e.g. ``bwdif``), None while they are not.
+        self.deinterlaced: str | None = None
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
         self.format: StreamFormat | None = None
         self._bridge: Bridge | None = None
@@ -200,15 +207,11 @@ class LiveInput:
         import av
 
         video = next(s for s in container.streams if s.type == "video")
-        # The H.264 decoder's quantisers feed the network's coding condition (Picture.qp_map);
-        # frame threads would export half-written QP tables (see io.source.AvSource).
-        if video.codec_context.name == "h264":
-            video.codec_context.thread_type = "SLICE"
-            video.codec_context.options = {**video.codec_context.options, "export_side_data": "venc_params"}
-        else:
-            video.codec_context.thread_type = "AUTO"
+        open_decoder(video.codec_context, quantisers=True)  # H.264's QP tables: the network's coding condition
+        field_order = int(getattr(video.codec_context, "field_order", 0) or 0)
+        deinterlacer: Deinterlacer | None = None  # one per connection: a new sender may differ
         audio = next((s for s in container.streams if s.type == "audio"), None)
-        resampler = av.AudioResampler(format="fltp", layout="stereo" if CHANNELS == 2 else "mono", rate=RATE) if audio is not None else None
+        resampler = av.AudioResampler(format="fltp", layout=LAYOUT, rate=RATE) if audio is not None else None
         announced = False
         early: list[AudioEvent] = []  # audio demuxed before the first picture: placed once it is
         index = 0
@@ -225,14 +228,17 @@ class LiveInput:
                 if packet.stream is video:
                     if frame.pts is None:
                         continue
-                    if not announced:
-                        announced = True
-                        yield Connected(first, self._format(video, audio))
-                    picture = picture_from_frame(frame, index=index)
-                    index += 1
-                    yield VideoEvent(picture, float(frame.pts * frame.time_base), time.monotonic())
-                    yield from early
-                    early.clear()
+                    if deinterlacer is None and self._interlaced(frame, field_order):
+                        deinterlacer = Deinterlacer(every_frame=self.deinterlace == "on" or stream_is_interlaced(field_order))
+                    for ready in [frame] if deinterlacer is None else deinterlacer.push(frame):
+                        if not announced:
+                            announced = True
+                            yield Connected(first, self._format(video, audio))
+                        picture = picture_from_frame(ready, index=index)
+                        index += 1
+                        yield VideoEvent(picture, float(ready.pts * ready.time_base), time.monotonic())
+                        yield from early
+                        early.clear()
                 elif resampler is not None and frame.pts is not None:
                     seconds = float(frame.pts * frame.time_base)
                     for out in resampler.resample(frame):
@@ -242,6 +248,16 @@ class LiveInput:
                         elif len(early) < 500:
                             early.append(AudioEvent(samples, seconds))
                         seconds += samples.shape[1] / RATE
+
+    def _interlaced(self, frame, field_order: int) -> bool:
+        """Should pictures from ``frame`` on be deinterlaced (``--deinterlace``)? Logs it once."""
+        if self.deinterlace == "off" or not (self.deinterlace == "on" or stream_is_interlaced(field_order) or frame.interlaced_frame):
+            return False
+        if self.deinterlaced is None:
+            self.deinterlaced = Deinterlacer.FILTER
+            why = "--deinterlace on" if self.deinterlace == "on" else "the input is interlaced"
+            self.log(f"note: {why}: deinterlacing with {Deinterlacer.FILTER} before upscaling, one picture per frame, one frame later (--deinterlace off to keep the fields)")
+        return True
 
     def _reason(self, exc: BaseException) -> str:
         """A one-line reason for a failed open or read."""

@@ -31,7 +31,7 @@ from .encode import add_video_stream, encode, finish
 from .frames import ColourTags, Picture, format_name, frame_from_planes
 from .urls import Endpoint
 from .sink import EncoderSettings, check_picture_size
-from .audio import CHANNELS, RATE
+from .audio import CHANNELS, LAYOUT, RATE
 
 _AAC_FRAME = 1024
 
@@ -145,7 +145,7 @@ class LiveOutput:
     def _add_audio(self, out):
         stream = out.add_stream("aac", rate=RATE)
         ctx = stream.codec_context
-        ctx.layout = "stereo" if CHANNELS == 2 else "mono"
+        ctx.layout = LAYOUT
         ctx.format = "fltp"
         ctx.bit_rate = self.encoding.audio_bitrate
         ctx.time_base = Fraction(1, RATE)
@@ -215,7 +215,7 @@ class LiveOutput:
 
         while self._audio_fifo.shape[1] >= _AAC_FRAME and self._out is not None:
             block, self._audio_fifo = self._audio_fifo[:, :_AAC_FRAME], self._audio_fifo[:, _AAC_FRAME:]
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout="stereo" if CHANNELS == 2 else "mono")
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout=LAYOUT)
             frame.sample_rate = RATE
             frame.pts = self._audio_next
             frame.time_base = Fraction(1, RATE)

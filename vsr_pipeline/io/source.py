@@ -36,7 +36,7 @@ from ..errors import InputError, describe
 from .aspect import PixelShape
 from .damage import DamageLog
 from .deinterlace import FIELD_ORDERS, Deinterlacer, Mode, stream_is_interlaced
-from .frames import UNCOMPRESSED_CODECS, Picture, lossless_qp_map, picture_from_frame
+from .frames import UNCOMPRESSED_CODECS, Picture, lossless_qp_map, open_decoder, picture_from_frame
 from .sidedata import HdrMetadata, has_captions
 
 
@@ -177,11 +177,7 @@ class AvSource:
         if ctx is None:  # FFmpeg has no decoder for what the header says (or the header is damaged)
             self._container.close()
             raise InputError(f"{name}: the video stream cannot be decoded (unknown codec, or its header is damaged)")
-        if quantisers and ctx.name == "h264":  # only H.264's decoder exports them; others keep frame threads
-            ctx.thread_type = "SLICE"
-            ctx.options = {**ctx.options, "export_side_data": "venc_params"}
-        else:
-            ctx.thread_type = "AUTO"
+        open_decoder(ctx, quantisers=quantisers)
         if not ctx.width or not ctx.height:
             self._container.close()
             raise InputError(f"{name}: the video stream has no picture size (corrupt or unsupported)")

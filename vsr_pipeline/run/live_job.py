@@ -342,7 +342,7 @@ def run_live(options: RunOptions, *, log: Callable[[str], None] = print, metrics
             choice = choose_network(options.weights, options.mirror, None, None)
             backend = build_backend(options.backend, options.device, choice, threads=options.threads, log=log)
         metrics.backend_info.labels(backend.name, backend.device).set(1)
-        live_input = LiveInput(source, stall_timeout=live.stall_timeout, connect_timeout=live.connect_timeout, backoff_max=live.reconnect_max, on_bytes=metrics.input_packet, log=log)
+        live_input = LiveInput(source, stall_timeout=live.stall_timeout, connect_timeout=live.connect_timeout, backoff_max=live.reconnect_max, on_bytes=metrics.input_packet, log=log, deinterlace=options.deinterlace)
         pipeline = LivePipeline(options, live_input, backend, metrics, log=log)
         server = metrics_server(metrics.registry, options.metrics_port, options.metrics_host, log, health=pipeline.healthy, ready=pipeline.ready)
         watcher = threading.Thread(target=_relay, args=(stop, halt, pipeline), daemon=True, name="vsr-signals")

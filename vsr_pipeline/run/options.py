@@ -103,7 +103,7 @@ class RunOptions:
         queue_size: files: bound of each inter-stage queue, in frames.
         metrics_linger: files: seconds to keep serving metrics after the end, so a scrape sees it.
         span: files: upscale only this stretch, video only (a chunk of ``vsr batch``).
-        deinterlace: files: ``auto`` (deinterlace with bwdif where the decoder says the input is
+        deinterlace: ``auto`` (deinterlace with bwdif where the decoder says the input is
             interlaced), ``on`` (every picture) or ``off`` (:mod:`..io.deinterlace`).
         live: live streams: clock, stalls and reconnects.
     """
