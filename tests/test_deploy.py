@@ -665,6 +665,27 @@ def test_compose_vsr_command_and_metrics():
     assert float(cmd[cmd.index("--metrics-linger") + 1]) >= 10  # Prometheus sees the job finish
 
 
+def test_compose_builds_the_engines_once_before_the_job():
+    """The one-shot `engines` service: a `vsr engines build` command line our own parser accepts
+    (the compose default of `${VSR_INPUT_SIZE:-...}` substituted), the same image and engine-cache
+    volume as the job, and the file and batch jobs start only after it has succeeded."""
+    import re
+
+    from vsr_pipeline.cli import build_parser
+
+    compose = load_yaml(DEPLOY / "compose.yaml")
+    services = compose["services"]
+    engines = services["engines"]
+    assert engines["image"] == services["vsr"]["image"] and engines["build"] == services["vsr"]["build"]
+    argv = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(c)) for c in engines["command"]]
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.engines_command, args.input_size) == ("engines", "build", ["1920x1080"])
+    assert "engine-cache:/app/engines/cache" in engines["volumes"]
+    assert engines.get("restart") == "no" and "ports" not in engines
+    for job in ("vsr", "batch"):
+        assert services[job]["depends_on"]["engines"] == {"condition": "service_completed_successfully"}, job
+
+
 def test_compose_engine_cache_is_a_volume():
     """The engine cache lives in a named volume, which Docker creates from the image's
     /app/engines/cache (mode 1777): writable by whatever uid `user:` names."""
