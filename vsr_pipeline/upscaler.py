@@ -332,7 +332,8 @@ class VideoUpscaler:
             self.faces.reset()
         height, width = centre.picture.height, centre.picture.width
         hr = out[..., : height * self.scale, : width * self.scale].float().cpu().contiguous()
-        return self.faces.apply(centre.rgb[..., :height, :width].float().cpu(), hr)
+        condition = picture_condition(centre.picture) if self.faces.net.config.cond else None  # how it was coded
+        return self.faces.apply(centre.rgb[..., :height, :width].float().cpu(), hr, condition)
 
     def finish(self, picture: Picture, rgb_hr: torch.Tensor) -> Picture:
         """Crop the padding, convert to the output planes and quantise once, on ``rgb_hr``'s

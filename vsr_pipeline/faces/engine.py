@@ -97,12 +97,16 @@ class FaceEngine:
         self._frame = 0
 
     @torch.inference_mode()  # the video network's output may be an inference tensor (torch backend)
-    def apply(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    def apply(self, lr: torch.Tensor, hr: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Restore the faces of one frame.
 
         Args:
             lr: ``(1, 3, H, W)`` float RGB input frame (nominal range [0, 1]).
             hr: ``(1, 3, 2H, 2W)`` float RGB output of the video network; changed in place.
+            condition: ``(1, 2, H, W)`` coding condition of the input frame
+                (:func:`~..upscaler.picture_condition`: H.264 quantiser / 51, and whether it is
+                known), used by a conditioned face network (averaged over each face's crop);
+                None: not known (as for HEVC).
         Returns:
             ``hr``.
         """
@@ -130,7 +134,11 @@ class FaceEngine:
             else:
                 crops = torch.cat([extract(lr, m, side) for m in transforms])
             base = torch.cat([extract(hr, scaled(m, self.scale), side * self.scale) for m in transforms])
-            restored = self.net(crops, base)
+            if self.net.config.cond:
+                cond = None if condition is None else torch.cat([extract(condition, m, side).mean(dim=(2, 3)) for m in transforms])
+                restored = self.net(crops, base, cond)
+            else:
+                restored = self.net(crops, base)
             for m, face in zip(transforms, restored):
                 paste(hr, face[None], m, self.scale)
             self.stats.restored += len(transforms)
