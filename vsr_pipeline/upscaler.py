@@ -332,7 +332,7 @@ class VideoUpscaler:
             self.faces.reset()
         height, width = centre.picture.height, centre.picture.width
         hr = out[..., : height * self.scale, : width * self.scale].float().cpu().contiguous()
-        condition = picture_condition(centre.picture) if self.faces.net.config.cond else None  # how it was coded
+        condition = picture_condition(centre.picture) if self.faces.wants_condition else None  # how it was coded
         return self.faces.apply(centre.rgb[..., :height, :width].float().cpu(), hr, condition)
 
     def finish(self, picture: Picture, rgb_hr: torch.Tensor) -> Picture:

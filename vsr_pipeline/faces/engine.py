@@ -89,6 +89,11 @@ class FaceEngine:
         #: The input frames before this one that a multi-frame network fuses (bounded: T - 1).
         self._earlier: deque[torch.Tensor] = deque(maxlen=max(0, self.net.config.frames - 1))
 
+    @property
+    def wants_condition(self) -> bool:
+        """Does the face network take the frame's coding condition (``apply``'s ``condition``)?"""
+        return bool(self.net.config.cond)
+
     def reset(self) -> None:
         """A scene cut: tracks end, the next frame is a detection frame, earlier frames are
         forgotten (a face's crops never mix shots)."""

@@ -163,6 +163,8 @@ class _Recorder:
     """Stands where the face engine sits in :class:`~..upscaler.VideoUpscaler` and keeps the
     float frames it is handed (input RGB, the video network's output), changing nothing."""
 
+    wants_condition = False  # the frames are all it needs
+
     def __init__(self) -> None:
         self.frames: list[tuple[torch.Tensor, torch.Tensor]] = []
 
