@@ -63,10 +63,18 @@ def add_video_stream(
     return stream
 
 
-def encode(container, stream, frame) -> None:
+def encode(container, stream, frame, durations: dict[int, int] | None = None) -> None:
     """Encode ``frame`` (an ``av.VideoFrame`` or ``av.AudioFrame``; None flushes the encoder)
-    with ``stream``'s encoder and mux every packet it gives into ``container``."""
+    with ``stream``'s encoder and mux every packet it gives into ``container``.
+
+    ``durations``: pts -> duration (in the stream's time base) of the frames in the encoder; a
+    packet the encoder gives no duration (libx264 gives none) takes its frame's, so a file's last
+    picture lasts as long as it did in the input and ends with the copied audio."""
     for packet in stream.encode(frame):
+        if durations is not None:
+            duration = durations.pop(packet.pts, None)
+            if duration and not packet.duration:
+                packet.duration = duration
         container.mux(packet)
 
 

@@ -19,7 +19,7 @@ from .._files import discard, partial_path, publish
 from ..colour import ColourSpec
 from ..errors import ConfigError, OutputError, describe
 from .damage import DamageLog
-from .encode import add_video_stream
+from .encode import add_video_stream, encode
 from .frames import ColourTags, Picture, format_name, frame_from_planes
 from .source import Passthrough, SourceInfo
 
@@ -295,7 +295,7 @@ class AvSink:
         if picture.duration and picture.pts is not None:
             self._durations[picture.pts] = picture.duration
         try:
-            self._mux_video(self._video.encode(frame))
+            encode(self._out, self._video, frame, self._durations)
         except Exception as exc:
             raise OutputError(f"encoding frame {picture.index} failed: {describe(exc)}") from None
         self.frames += 1
@@ -313,21 +313,11 @@ class AvSink:
         except av.FFmpegError as exc:
             self.damage.record(stream.type, "rejected", f"{stream.type} packet of stream #{item.stream_index} refused by the output muxer ({describe(exc)}); dropped")
 
-    def _mux_video(self, packets) -> None:
-        """Mux encoded video packets, each with its picture's duration where the encoder gave
-        none (libx264 gives none: the last picture of the file would then end where it starts,
-        a frame early against the copied audio)."""
-        for packet in packets:
-            duration = self._durations.pop(packet.pts, None)
-            if duration and not packet.duration:
-                packet.duration = duration
-            self._out.mux(packet)
-
     def close(self) -> None:
         if not self._open:
             return
         try:
-            self._mux_video(self._video.encode(None))
+            encode(self._out, self._video, None, self._durations)
             self._out.close()
         except Exception as exc:
             self.abort()
