@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Callable, Iterator
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import InputError, describe
 from .bridge import Bridge, ingest_command
+from .aspect import PixelShape
 from .deinterlace import Deinterlacer, Mode, stream_is_interlaced
 from .frames import Picture, open_decoder, picture_from_frame
 from .rtp import RtpTsReader
@@ -109,6 +110,7 @@ class LiveInput:
         self.deinterlace = deinterlace
         #: How pictures are deinterlaced (e.g. ``bwdif``), None while they are not.
         self.deinterlaced: str | None = None
+        self._shape = PixelShape()  # a SAR change: later pictures resampled to the first's pixel shape
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
         self.format: StreamFormat | None = None
         self._bridge: Bridge | None = None
@@ -234,7 +236,10 @@ class LiveInput:
                         if not announced:
                             announced = True
                             yield Connected(first, self._format(video, audio))
+                        ready, sar = self._shape.push(ready, video.codec_context.sample_aspect_ratio)
                         picture = picture_from_frame(ready, index=index)
+                        if sar != 1:
+                            picture = replace(picture, sar=sar)
                         index += 1
                         yield VideoEvent(picture, float(ready.pts * ready.time_base), time.monotonic())
                         yield from early
