@@ -21,6 +21,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from ..errors import InputError, describe
+from .filters import one_filter_graph
 
 
 def as_sar(value) -> Fraction:
@@ -77,19 +78,8 @@ class PixelShape:
         return out
 
     def _build(self, frame) -> None:
-        import av
-
         s0 = self.first
         # sar 0 (unknown) makes the width 0: the scale filter then keeps the input's
         width = f"trunc(iw*sar*{s0.denominator}/{s0.numerator}+0.5)"
-        try:
-            graph = av.filter.Graph()
-            source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=frame.time_base or 1)
-            scale = graph.add("scale", f"w='{width}':h=ih:eval=frame:flags=lanczos+accurate_rnd")
-            sink = graph.add("buffersink")
-            source.link_to(scale)
-            scale.link_to(sink)
-            graph.configure()
-        except (av.FFmpegError, ValueError) as exc:
-            raise InputError(f"cannot resample {frame.width}x{frame.height} {frame.format.name} pictures to the first picture's pixel shape: {describe(exc)}") from None
-        self._graph = graph
+        self._graph = one_filter_graph(frame, "scale", f"w='{width}':h=ih:eval=frame:flags=lanczos+accurate_rnd",
+                                       f"cannot resample {frame.width}x{frame.height} {frame.format.name} pictures to the first picture's pixel shape")

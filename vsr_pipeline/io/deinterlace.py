@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Literal
 
-from ..errors import InputError, describe
+from ..errors import InputError
+from .filters import one_filter_graph
 
 Mode = Literal["auto", "on", "off"]
 
@@ -72,21 +73,9 @@ class Deinterlacer:
         return out
 
     def _build(self, frame) -> None:
-        import av
-
         if frame.height < 4 or frame.width < 3:
             raise InputError(f"cannot deinterlace {frame.width}x{frame.height} pictures (bwdif needs at least 3x4); use --deinterlace off")
-        try:
-            graph = av.filter.Graph()
-            source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=frame.time_base or 1)
-            bwdif = graph.add(self.FILTER, self._args)
-            sink = graph.add("buffersink")
-            source.link_to(bwdif)
-            bwdif.link_to(sink)
-            graph.configure()
-        except (av.FFmpegError, ValueError) as exc:
-            raise InputError(f"cannot deinterlace {frame.width}x{frame.height} {frame.format.name} pictures: {describe(exc)}") from None
-        self._graph = graph
+        self._graph = one_filter_graph(frame, self.FILTER, self._args, f"cannot deinterlace {frame.width}x{frame.height} {frame.format.name} pictures")
 
     def _pull(self) -> list:
         import av

@@ -42,7 +42,7 @@ from ..errors import ConfigError, VsrError
 from ..faces.align import crop_transform, extract, feather_mask, scaled, track_crops
 from ..faces.face_sr import FaceSRConfig, FaceSRNet, macs_per_pixel
 from .face_data import CROP, CURRENT, RUN, FaceSet, load_face_set
-from .face_train import face_psnr, plane_loss
+from .face_train import face_psnr, plane_loss, save_face_weights
 
 
 @dataclass(frozen=True)
@@ -350,7 +350,6 @@ def train_face_track(cfg: TrackTrainConfig, *, log: Callable[[str], None] = prin
     """Train (or resume training) the multi-frame face network; keep the best validation step;
     write ``cfg.out`` (provenance in its header and in ``<out>.json``); return that record."""
     from .._files import file_sha256
-    from ..models.weights import save_weights
 
     if not (Path(cfg.data) / "manifest.json").is_file():
         raise VsrError(f"no {Path(cfg.data) / 'manifest.json'}: run 'vsr faces data --out {cfg.data}' first")
@@ -459,14 +458,5 @@ def train_face_track(cfg: TrackTrainConfig, *, log: Callable[[str], None] = prin
         "validation_coding_not_known": unknown_condition,
         "train_config": {k: str(v) for k, v in asdict(cfg).items()},
     }
-    extra = {
-        "face_data_manifest_sha256": record["data_manifest_sha256"],
-        "trained_steps": str(cfg.steps),
-        "best_step": str(best["step"]),
-        "validation": json.dumps(best),
-        "train_config": json.dumps(record["train_config"]),
-        "identities": json.dumps(manifest["identities"]),
-    }
-    save_weights(net, cfg.out, extra=extra)
-    cfg.out.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    save_face_weights(net, cfg.out, record, face_data_manifest_sha256=record["data_manifest_sha256"], identities=json.dumps(manifest["identities"]))
     return record

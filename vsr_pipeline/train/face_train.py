@@ -375,7 +375,7 @@ def train_face_sr(cfg: FaceTrainConfig, *, log: Callable[[str], None] = print) -
     """Train the face SR network, keep the checkpoint with the best validation face gain, save it
     to ``cfg.out`` (provenance in its header and in ``<out>.json``); return that record."""
     from .._files import file_sha256
-    from ..models.weights import default_weights_path, load_network, save_weights
+    from ..models.weights import default_weights_path, load_network
     from .trainer import train_device
 
     device = train_device(cfg.device)
@@ -441,14 +441,22 @@ def train_face_sr(cfg: FaceTrainConfig, *, log: Callable[[str], None] = print) -
         "faces": records,
         "train_config": {k: str(v) for k, v in asdict(cfg).items()},
     }
-    extra = {
-        "video_weights_sha256": record["video_weights_sha256"],
-        "trained_steps": str(cfg.steps),
-        "best_step": str(best["step"]),
-        "validation": json.dumps(best),
-        "train_config": json.dumps(record["train_config"]),
-        "faces": json.dumps(records),
-    }
-    save_weights(net, cfg.out, extra=extra)
-    cfg.out.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    save_face_weights(net, cfg.out, record, video_weights_sha256=record["video_weights_sha256"], faces=json.dumps(records))
     return record
+
+
+def save_face_weights(net: FaceSRNet, out: Path, record: dict, **extra: str) -> None:
+    """Write ``net`` to ``out`` (safetensors; the steps, the kept step, its validation and the
+    training config as metadata, plus ``extra``) and the whole training ``record`` beside it
+    (``out`` with ``.json``). ``record`` holds ``steps``, ``best`` and ``train_config``."""
+    from ..models.weights import save_weights
+
+    metadata = {
+        "trained_steps": str(record["steps"]),
+        "best_step": str(record["best"]["step"]),
+        "validation": json.dumps(record["best"]),
+        "train_config": json.dumps(record["train_config"]),
+        **extra,
+    }
+    save_weights(net, out, extra=metadata)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2))
